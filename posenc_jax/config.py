@@ -1,0 +1,191 @@
+"""Plain, frozen dataclasses for every setting of a run.
+
+Hydra stays at the edge: `settings_from_dict` turns the composed config (a plain dict) into
+`Settings`, validates every value, and raises `ConfigError` with a readable paragraph before
+anything is compiled. Nothing jitted ever sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from posenc_jax.encodings import EncodingSpec, make_encoding
+from posenc_jax.errors import ConfigError
+from posenc_jax.tasks import TaskSpec, make_task
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The tiny Transformer. `head_dim = d_model // num_heads`."""
+
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2
+    mlp_ratio: int = 4
+    causal: bool = False
+    norm: str = "pre"  # "pre" (GPT-2 style) or "post" (Vaswani et al. 2017)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def validate(self) -> None:
+        for key in ("d_model", "num_heads", "num_layers", "mlp_ratio"):
+            _require_positive(f"model.{key}", getattr(self, key))
+        if self.d_model % self.num_heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}; "
+                f"each head needs d_model / num_heads dimensions. Valid head counts for this "
+                f"d_model are {_divisors(self.d_model)}."
+            )
+        if self.norm not in ("pre", "post"):
+            raise ConfigError(f"model.norm={self.norm!r} is unknown; valid choices are 'pre' and 'post'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up, cosine decay and global-norm gradient clipping."""
+
+    learning_rate: float = 1e-3
+    warmup_steps: int = 200
+    final_lr_ratio: float = 0.0
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.98
+    grad_clip: float = 1.0
+
+    def validate(self, total_steps: int) -> None:
+        _require_positive("optim.learning_rate", self.learning_rate)
+        if not 0 <= self.warmup_steps <= total_steps:
+            raise ConfigError(
+                f"optim.warmup_steps={self.warmup_steps} must lie in [0, train.steps={total_steps}]."
+            )
+        if not 0.0 <= self.final_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.final_lr_ratio={self.final_lr_ratio} must lie in [0, 1].")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 64
+    log_every: int = 100
+    # Steps fused into one jitted `lax.scan`: fewer dispatches, same numbers.
+    steps_per_dispatch: int = 10
+
+    def validate(self) -> None:
+        for key in ("steps", "batch_size", "log_every", "steps_per_dispatch"):
+            _require_positive(f"train.{key}", getattr(self, key))
+        if self.log_every % self.steps_per_dispatch:
+            raise ConfigError(
+                f"train.log_every={self.log_every} is not a multiple of train.steps_per_dispatch="
+                f"{self.steps_per_dispatch}; logging happens between dispatches, so choose a log "
+                f"interval that is a multiple of the dispatch size (or set steps_per_dispatch=1)."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Per-length evaluation. `max_len=None` means 4 × task.train_max_len; `min_len=None` means
+    task.train_min_len."""
+
+    max_len: int | None = None
+    min_len: int | None = None
+    examples_per_length: int = 256
+    seed: int = 0  # fixed across runs, so every run of a sweep is scored on the same examples
+
+    def validate(self) -> None:
+        _require_positive("eval.examples_per_length", self.examples_per_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a run depends on. A run is a pure function of these settings."""
+
+    seed: int
+    model: ModelConfig
+    encoding: EncodingSpec
+    task: TaskSpec
+    optim: OptimConfig
+    train: TrainConfig
+    eval: EvalConfig
+
+    @property
+    def eval_min_len(self) -> int:
+        return self.task.train_min_len if self.eval.min_len is None else self.eval.min_len
+
+    @property
+    def eval_max_len(self) -> int:
+        return 4 * self.task.train_max_len if self.eval.max_len is None else self.eval.max_len
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.train.validate()
+        self.optim.validate(self.train.steps)
+        self.eval.validate()
+        self.task.validate()
+        self.encoding.validate(self.model)
+        if not self.task.min_len <= self.eval_min_len <= self.eval_max_len:
+            raise ConfigError(
+                f"eval.min_len={self.eval_min_len} and eval.max_len={self.eval_max_len} do not form "
+                f"a range of lengths for task {self.task.name!r}: need "
+                f"{self.task.min_len} <= eval.min_len <= eval.max_len."
+            )
+        self.task.validate_length(self.eval_max_len, "eval.max_len")
+        # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
+        train_positions = self.task.sequence_len(self.task.train_max_len)
+        limit = self.encoding.max_positions
+        if limit is not None and train_positions > limit:
+            raise ConfigError(
+                f"task.train_max_len={self.task.train_max_len} needs {train_positions} positions "
+                f"(input plus answer slots), but encoding {self.encoding.name!r} represents only "
+                f"{limit}. Raise the encoding's table size (encoding.max_len) or shorten training."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, with the derived eval range filled in."""
+        out = {
+            "seed": self.seed,
+            "model": dataclasses.asdict(self.model),
+            "encoding": self.encoding.to_dict(),
+            "task": self.task.to_dict(),
+            "optim": dataclasses.asdict(self.optim),
+            "train": dataclasses.asdict(self.train),
+            "eval": dataclasses.asdict(self.eval),
+        }
+        out["eval"].update(min_len=self.eval_min_len, max_len=self.eval_max_len)
+        return out
+
+
+def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
+    """Build and validate `Settings` from a plain nested dict (e.g. a resolved Hydra config)."""
+    raw = dict(raw)
+    sections = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+    parts = {key: _build_section(key, cls, raw.get(key) or {}) for key, cls in sections.items()}
+    settings = Settings(
+        seed=int(raw.get("seed", 0)),
+        encoding=make_encoding(dict(raw.get("encoding") or {})),
+        task=make_task(dict(raw.get("task") or {})),
+        **parts,
+    )
+    settings.validate()
+    return settings
+
+
+def _build_section(section: str, cls: type, values: Mapping[str, Any]):
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"Unknown key(s) {unknown} in section {section!r}; valid keys are {valid}."
+        )
+    return cls(**values)
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name}={value!r} must be positive.")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]

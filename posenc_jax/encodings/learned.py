@@ -1,0 +1,48 @@
+"""Learned absolute positions: a trainable table of `max_len` rows added to the token embeddings
+(as in BERT and GPT-2; Gehring et al. 2017 for convolutional seq2seq).
+
+    x[b, t] += table[positions[b, t]],   table: [max_len, d_model]
+
+A position >= max_len has no row. JAX clamps out-of-range gathers by default, which would
+silently reuse the last row; here the gather fills NaN instead, so a misuse poisons the output
+visibly, and evaluation reports such lengths as not representable before running them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.errors import ConfigError
+
+
+class LearnedEncoding(PositionalEncoding):
+    def __init__(self, max_len: int, d_model: int, init_std: float, rngs: nnx.Rngs):
+        init = jax.nn.initializers.normal(stddev=init_std)
+        self.table = nnx.Param(init(rngs.params(), (max_len, d_model)))
+
+    def embed(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        rows = jnp.take(self.table[...], positions, axis=0, mode="fill", fill_value=jnp.nan)
+        return x + rows.astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Learned(EncodingSpec):
+    name = "learned"
+    max_len: int = 512  # BERT's table size
+    init_std: float = 0.02  # BERT/GPT-2 initialisation
+
+    @property
+    def max_positions(self) -> int:
+        return self.max_len
+
+    def validate(self, model) -> None:
+        if self.max_len < 1:
+            raise ConfigError(f"encoding.max_len={self.max_len} must be at least 1.")
+
+    def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
+        return LearnedEncoding(self.max_len, model.d_model, self.init_std, rngs)

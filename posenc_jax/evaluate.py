@@ -1,0 +1,109 @@
+"""Per-length evaluation: accuracy at every input length from eval.min_len to eval.max_len.
+
+For each length n, `eval.examples_per_length` examples are drawn from a key that depends only on
+(eval.seed, n), so every run of a sweep is scored on the same examples. Lengths are padded into
+buckets (train_max_len, 2×, 4×, ... up to max_len) and the padding is masked, so evaluation
+compiles one program per bucket — logarithmic in max_len — instead of one per length.
+
+Reported per length: per-token accuracy over the answer slots, and whole-sequence exact match
+(for classification the two coincide). Summaries:
+- acc_id:  mean token accuracy over lengths <= train_max_len (in distribution);
+- acc_ood: mean over lengths > train_max_len, the first unseen length included.
+
+A length whose positions the encoding cannot represent (e.g. past a learned table) is not run:
+its accuracies are None, it is listed in `not_representable`, and a mean over a range that
+contains one is None too (with `acc_ood_representable` giving the mean over the rest).
+Decoder models are scored with teacher forcing: each answer slot sees the true earlier answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from posenc_jax import metrics
+from posenc_jax.compilation import CompilationCounter
+from posenc_jax.config import Settings
+
+
+def length_buckets(train_max_len: int, max_len: int) -> list[int]:
+    """Padded input lengths used by evaluation: [train_max_len, 2×, 4×, ..., max_len]."""
+    buckets = [min(train_max_len, max_len)]
+    while buckets[-1] < max_len:
+        buckets.append(min(2 * buckets[-1], max_len))
+    return buckets
+
+
+def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
+    """jit(params, length, padded_len) -> summed `metrics.Counts` for one length.
+
+    `length` is traced, `padded_len` is static: one compiled program per bucket."""
+    task, causal = settings.task, settings.model.causal
+    examples = settings.eval.examples_per_length
+    base_key = jax.random.key(settings.eval.seed)
+
+    @functools.partial(jax.jit, static_argnames="padded_len")
+    def eval_length(params, length: jax.Array, padded_len: int) -> metrics.Counts:
+        lengths = jnp.full((examples,), length, jnp.int32)
+        batch = task.sample(jax.random.fold_in(base_key, length), lengths, padded_len, causal)
+        model = nnx.merge(graphdef, params)
+        return metrics.total(metrics.count(model(batch.inputs, batch.positions, batch.token_mask), batch))
+
+    return eval_length
+
+
+def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[str, Any]:
+    """Evaluate at every length; returns the `eval` section of results.json."""
+    task = settings.task
+    lengths = list(range(settings.eval_min_len, settings.eval_max_len + 1))
+    limit = settings.encoding.max_positions
+    representable = [n for n in lengths if limit is None or task.sequence_len(n) <= limit]
+    buckets = length_buckets(task.train_max_len, settings.eval_max_len)
+    eval_length = make_eval_fn(settings, graphdef)
+
+    start = time.perf_counter()
+    with CompilationCounter() as compiled:
+        pending = {
+            n: eval_length(params, jnp.int32(n), padded_len=next(b for b in buckets if b >= n))
+            for n in representable
+        }
+        counts = jax.device_get(pending)  # the only host sync of the evaluation
+    eval_s = time.perf_counter() - start
+
+    token_acc = [float(counts[n].correct / counts[n].scored) if n in counts else None for n in lengths]
+    seq_acc = [float(counts[n].exact / settings.eval.examples_per_length) if n in counts else None for n in lengths]
+    in_dist = [i for i, n in enumerate(lengths) if n <= task.train_max_len]
+    out_dist = [i for i, n in enumerate(lengths) if n > task.train_max_len]
+    return {
+        "lengths": lengths,
+        "token_acc": token_acc,
+        "seq_acc": seq_acc,
+        "train_max_len": task.train_max_len,
+        "min_len": settings.eval_min_len,
+        "max_len": settings.eval_max_len,
+        "examples_per_length": settings.eval.examples_per_length,
+        "acc_id": _mean(token_acc, in_dist),
+        "acc_ood": _mean(token_acc, out_dist),
+        "seq_acc_id": _mean(seq_acc, in_dist),
+        "seq_acc_ood": _mean(seq_acc, out_dist),
+        "acc_ood_representable": _mean(token_acc, [i for i in out_dist if token_acc[i] is not None]),
+        "not_representable": [n for n in lengths if n not in counts],
+        "scoring": "teacher_forced" if settings.model.causal else "encoder",
+        "buckets": buckets,
+        "num_compilations": compiled.count,
+        "wall_s": eval_s,
+    }
+
+
+def _mean(values: list[float | None], indices: list[int]) -> float | None:
+    """Mean over `indices`; None if there are none or any value there is None."""
+    chosen = [values[i] for i in indices]
+    if not chosen or any(v is None for v in chosen):
+        return None
+    return float(np.mean(chosen))

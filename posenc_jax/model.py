@@ -1,0 +1,108 @@
+"""The tiny Transformer (Flax NNX), readable in one sitting.
+
+    tokens [B, T] -> embed -> encoding.embed -> num_layers × Block -> final norm -> head [B, T, outputs]
+
+A Block is attention + MLP, each with a residual, in pre-LN (x + f(LN(x))) or post-LN
+(LN(x + f(x))) form. Attention calls the encoding's three hooks unconditionally (see
+`encodings/base.py`), so it never needs to know which encoding it runs with. `causal=True`
+adds a lower-triangular mask (decoder); otherwise attention is bidirectional (encoder).
+Padding keys are masked out in both modes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from posenc_jax.config import ModelConfig
+from posenc_jax.encodings import EncodingSpec, PositionalEncoding
+
+_MASKED = -1e9  # added to masked logits; finite so a fully masked (padding) row stays NaN-free
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.qkv = nnx.Linear(config.d_model, 3 * config.d_model, use_bias=False, rngs=rngs)
+        self.out = nnx.Linear(config.d_model, config.d_model, use_bias=False, rngs=rngs)
+
+    def __call__(
+        self, x: jax.Array, positions: jax.Array, mask: jax.Array, encoding: PositionalEncoding
+    ) -> jax.Array:
+        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend)."""
+        batch, length, _ = x.shape
+        q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2)
+        q, k = encoding.rotate_qk(q, k, positions, positions)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(x.dtype)
+        bias = encoding.logit_bias(positions, positions)
+        if bias is not None:
+            logits = logits + bias
+        logits = jnp.where(mask, logits, _MASKED)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+        mixed = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, -1)
+        return self.out(mixed)
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        hidden = config.mlp_ratio * config.d_model
+        self.up = nnx.Linear(config.d_model, hidden, rngs=rngs)
+        self.down = nnx.Linear(hidden, config.d_model, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down(jax.nn.gelu(self.up(x)))
+
+
+class Block(nnx.Module):
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.pre_norm = config.norm == "pre"
+        self.attention_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
+        self.attention = Attention(config, rngs)
+        self.mlp_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x, positions, mask, encoding):
+        if self.pre_norm:
+            x = x + self.attention(self.attention_norm(x), positions, mask, encoding)
+            return x + self.mlp(self.mlp_norm(x))
+        x = self.attention_norm(x + self.attention(x, positions, mask, encoding))
+        return self.mlp_norm(x + self.mlp(x))
+
+
+class Transformer(nnx.Module):
+    """Encoder or decoder over the task's token ids, with one output head for the task's answers."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        encoding: EncodingSpec,
+        input_vocab_size: int,
+        num_outputs: int,
+        rngs: nnx.Rngs,
+    ):
+        self.causal = config.causal
+        # Unit-variance embeddings: the same scale as Vaswani et al.'s sqrt(d)-scaled ones, so an
+        # added sinusoidal code (amplitude 1) neither drowns nor vanishes.
+        self.embed = nnx.Embed(
+            input_vocab_size, config.d_model, embedding_init=jax.nn.initializers.normal(1.0), rngs=rngs
+        )
+        self.encoding = encoding.build(config, rngs)
+        self.blocks = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
+        # Pre-LN needs a final norm before the head; post-LN blocks already end in one.
+        self.final_norm = nnx.LayerNorm(config.d_model, rngs=rngs) if config.norm == "pre" else None
+        self.head = nnx.Linear(config.d_model, num_outputs, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array) -> jax.Array:
+        """tokens, positions [B, T] int; token_mask [B, T] bool -> logits [B, T, num_outputs]."""
+        mask = token_mask[:, None, None, :]  # keys: padding is never attended to
+        if self.causal:
+            length = tokens.shape[1]
+            mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))
+        x = self.encoding.embed(self.embed(tokens), positions)
+        for block in self.blocks:
+            x = block(x, positions, mask, self.encoding)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return self.head(x)

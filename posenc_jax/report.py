@@ -1,0 +1,55 @@
+"""Human-readable views of one run's evaluation: a text table and an accuracy-vs-length plot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:5.3f}"
+
+
+def format_table(evaluation: dict[str, Any], title: str = "", columns: int = 4) -> str:
+    """Accuracy per length in a compact grid, then the in/out-of-distribution means."""
+    train_max = evaluation["train_max_len"]
+    cells = [
+        f"{n:4d}{'*' if n > train_max else ' '} {_fmt(tok)} {_fmt(seq)}"
+        for n, tok, seq in zip(evaluation["lengths"], evaluation["token_acc"], evaluation["seq_acc"])
+    ]
+    header = "  len   tok   seq"
+    lines = [title] if title else []
+    lines.append("   |".join([header] * min(columns, len(cells))))
+    rows = (len(cells) + columns - 1) // columns
+    for r in range(rows):
+        lines.append("   |".join(cells[r::rows]))
+    lines.append(
+        f"(* = longer than training, {train_max})  "
+        f"acc_id {_fmt(evaluation['acc_id'])}  acc_ood {_fmt(evaluation['acc_ood'])}  "
+        f"exact-match id {_fmt(evaluation['seq_acc_id'])}  ood {_fmt(evaluation['seq_acc_ood'])}"
+    )
+    if evaluation["not_representable"]:
+        missing = evaluation["not_representable"]
+        lines.append(
+            f"not representable by the encoding: lengths {missing[0]}..{missing[-1]} "
+            f"(mean over representable OOD lengths: {_fmt(evaluation['acc_ood_representable'])})"
+        )
+    return "\n".join(lines)
+
+
+def accuracy_figure(evaluation: dict[str, Any], title: str = ""):
+    """Token accuracy and exact match against input length, training range shaded."""
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    lengths = evaluation["lengths"]
+    for key, label in (("token_acc", "token accuracy"), ("seq_acc", "exact match")):
+        values = [float("nan") if v is None else v for v in evaluation[key]]
+        axes.plot(lengths, values, marker=".", label=label)
+    axes.axvspan(lengths[0], evaluation["train_max_len"], color="0.9", label="training lengths")
+    axes.set(xlabel="input length", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
+    axes.legend(loc="lower left", fontsize="small")
+    figure.tight_layout()
+    return figure

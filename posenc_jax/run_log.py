@@ -1,0 +1,31 @@
+"""Where a run's numbers go: TensorBoard events (tensorboardX, no TensorFlow) and an
+append-only `metrics.jsonl`, one JSON object per line: {"step": ..., "<tag>": value, ...}."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from tensorboardX import SummaryWriter
+
+
+class RunLog:
+    def __init__(self, run_dir: Path):
+        self.events = SummaryWriter(logdir=str(run_dir))
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    def scalars(self, step: int, values: dict[str, float | None]) -> None:
+        """Log scalars under stable tags; None (not measurable) goes to the JSON lines only."""
+        for tag, value in values.items():
+            if value is not None and math.isfinite(value):
+                self.events.add_scalar(tag, value, step)
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.flush()
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        self.events.add_figure(tag, figure, step, close=True)
+
+    def close(self) -> None:
+        self.events.close()
+        self.jsonl.close()

@@ -1,0 +1,145 @@
+"""The task interface, and the one sequence layout shared by every task and both model modes.
+
+A task draws `content` tokens for an input of length n and the `answers` the model must produce
+(m = answer_len(n) of them). Every task is laid out the same way, in T = N + M slots, where N is
+the padded input length and M = answer_len(N):
+
+    encoder:  x_1 … x_n  ANSWER ANSWER … ANSWER   PAD …
+    decoder:  x_1 … x_n  ANSWER y_1    … y_{m-1}  PAD …
+    targets:             y_1    y_2    … y_m             (target_mask is True on these m slots)
+
+The answer slots start right after the input, at position n, so an example of length n uses the
+positions 0 … n+m-1 whatever the padding. In decoder mode the model reads y_j at the slot before
+it (teacher forcing), so the same targets and mask serve both modes. Padding slots get position
+0 and are masked out of attention and of the metrics.
+
+Token ids: 0 = PAD, 1 = ANSWER, content and answer token t ↦ t + NUM_SPECIAL.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from posenc_jax.errors import ConfigError
+from posenc_jax.spec import Spec
+
+PAD_ID = 0
+ANSWER_ID = 1
+NUM_SPECIAL = 2
+
+
+class Batch(NamedTuple):
+    """One batch in the shared layout. All arrays are [batch, T] except `lengths` [batch]."""
+
+    inputs: jax.Array  # int32 token ids
+    positions: jax.Array  # int32 positions, 0 on padding
+    targets: jax.Array  # int32 output ids, 0 where target_mask is False
+    target_mask: jax.Array  # bool: slots scored by the loss and the metrics
+    token_mask: jax.Array  # bool: real (non-padding) slots
+    lengths: jax.Array  # int32 input length n of each example
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec(Spec, abc.ABC):
+    """A task's parameters and its jittable sampler."""
+
+    train_min_len: int = 1
+    train_max_len: int = 16
+    vocab_size: int = 16
+
+    # Class-level facts about a task (not user parameters).
+    min_len = 1  # the shortest input the rule is defined for
+    kind = "sequence"  # "classification" (one answer) or "sequence" (per-token answers)
+
+    @property
+    def num_outputs(self) -> int:
+        """Size of the output head: the answer alphabet."""
+        return self.vocab_size
+
+    @property
+    def input_vocab_size(self) -> int:
+        # Answers are fed back as inputs in decoder mode, so they need embeddings too.
+        return NUM_SPECIAL + max(self.vocab_size, self.num_outputs)
+
+    def answer_len(self, n):
+        """Number of answer slots for an input of length n (int or int array)."""
+        return n
+
+    def sequence_len(self, n: int) -> int:
+        """Slots (and hence positions) one example of input length n occupies."""
+        return n + self.answer_len(n)
+
+    @abc.abstractmethod
+    def generate(self, key: jax.Array, lengths: jax.Array, max_len: int) -> tuple[jax.Array, jax.Array]:
+        """Draw examples: lengths [B] -> content [B, max_len] in [0, vocab_size) and answers
+        [B, answer_len(max_len)] in [0, num_outputs). Entries past an example's length are
+        ignored."""
+
+    def sample_lengths(self, key: jax.Array, batch_size: int) -> jax.Array:
+        """Training lengths, uniform on [train_min_len, train_max_len]: [batch_size] int32."""
+        return jax.random.randint(key, (batch_size,), self.train_min_len, self.train_max_len + 1)
+
+    def sample(self, key: jax.Array, lengths: jax.Array, max_len: int, causal: bool) -> Batch:
+        """A batch of examples with the given input lengths, padded to `max_len` (static)."""
+        content, answers = self.generate(key, lengths, max_len)
+        return layout(content, answers, lengths, self.answer_len(lengths), causal)
+
+    def validate(self) -> None:
+        if not self.min_len <= self.train_min_len <= self.train_max_len:
+            raise ConfigError(
+                f"task.train_min_len={self.train_min_len} and task.train_max_len="
+                f"{self.train_max_len} must satisfy {self.min_len} <= train_min_len <= "
+                f"train_max_len for task {self.name!r}."
+            )
+        if self.vocab_size < 2:
+            raise ConfigError(f"task.vocab_size={self.vocab_size} must be at least 2.")
+        self.validate_length(self.train_max_len, "task.train_max_len")
+
+    def validate_length(self, n: int, setting: str) -> None:
+        """Raise ConfigError if the task cannot produce inputs of length n."""
+
+
+def uniform_tokens(key: jax.Array, batch: int, max_len: int, vocab_size: int) -> jax.Array:
+    """[batch, max_len] int32 tokens uniform on [0, vocab_size), drawn column by column.
+
+    Column i comes from fold_in(key, i), so the first n columns do not depend on max_len: an
+    example of length n is the same whatever bucket it is padded into.
+    """
+    draw = lambda i: jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, vocab_size)
+    return jax.vmap(draw, out_axes=1)(jnp.arange(max_len)).astype(jnp.int32)
+
+
+def layout(
+    content: jax.Array, answers: jax.Array, lengths: jax.Array, answer_lengths: jax.Array, causal: bool
+) -> Batch:
+    """Place content [B, N] and answers [B, M] into the shared [B, N + M] layout (see module doc)."""
+    batch, max_len = content.shape
+    max_answers = answers.shape[1]
+    slot = jnp.arange(max_len + max_answers)[None, :]
+    n = lengths[:, None]
+    is_content = slot < n
+    answer_index = slot - n  # j for the slot holding target y_{j+1}
+    is_answer = (answer_index >= 0) & (answer_index < answer_lengths[:, None])
+    # The clips only touch slots that the masks below discard; every kept read is in range.
+    content_ids = jnp.take_along_axis(content, jnp.clip(slot, 0, max_len - 1), axis=1)
+    targets = jnp.take_along_axis(answers, jnp.clip(answer_index, 0, max_answers - 1), axis=1)
+    if causal:
+        previous = jnp.take_along_axis(answers, jnp.clip(answer_index - 1, 0, max_answers - 1), axis=1)
+        answer_inputs = jnp.where(answer_index == 0, ANSWER_ID, previous + NUM_SPECIAL)
+    else:
+        answer_inputs = jnp.full_like(targets, ANSWER_ID)
+    inputs = jnp.where(is_content, content_ids + NUM_SPECIAL, jnp.where(is_answer, answer_inputs, PAD_ID))
+    token_mask = is_content | is_answer
+    return Batch(
+        inputs=inputs.astype(jnp.int32),
+        positions=jnp.where(token_mask, slot, 0).astype(jnp.int32),
+        targets=jnp.where(is_answer, targets, 0).astype(jnp.int32),
+        target_mask=is_answer,
+        token_mask=token_mask,
+        lengths=lengths.astype(jnp.int32),
+    )

@@ -1,0 +1,160 @@
+"""Training: one pytree of state, one jitted chunk of steps, and a loop with side effects only at
+its edges.
+
+The model is built with Flax NNX and split once into (graphdef, params); the jitted step merges
+them, takes the gradient and applies optax AdamW. A chunk of `steps_per_dispatch` steps runs as
+one `lax.scan`, so Python dispatches once per chunk. Each step's data key is
+`fold_in(data_key, step)`: a run is a pure function of (settings, seed), and a restart from any
+step replays the same batches. The loop reads metrics back from the device only at log steps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from posenc_jax import metrics
+from posenc_jax.config import OptimConfig, Settings
+from posenc_jax.model import Transformer
+
+
+class TrainState(NamedTuple):
+    params: Any  # nnx.State of the model's parameters
+    opt_state: Any
+    step: jax.Array  # int32 scalar: steps taken so far
+    data_key: jax.Array  # base key of the data stream
+
+
+def build_model(settings: Settings, key: jax.Array) -> Transformer:
+    return Transformer(
+        settings.model,
+        settings.encoding,
+        input_vocab_size=settings.task.input_vocab_size,
+        num_outputs=settings.task.num_outputs,
+        rngs=nnx.Rngs(params=key),
+    )
+
+
+def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 to the peak, then cosine decay to final_lr_ratio × peak."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=optim.learning_rate,
+        warmup_steps=optim.warmup_steps,
+        decay_steps=total_steps,
+        end_value=optim.learning_rate * optim.final_lr_ratio,
+    )
+
+
+def build_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    # Decay matrices only (ndim >= 2), the usual choice (nanoGPT, BERT): not biases or norm scales.
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    return optax.chain(
+        optax.clip_by_global_norm(optim.grad_clip),
+        optax.adamw(
+            learning_rate_schedule(optim, total_steps),
+            b1=optim.b1,
+            b2=optim.b2,
+            weight_decay=optim.weight_decay,
+            mask=decay_mask,
+        ),
+    )
+
+
+def init_state(settings: Settings) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformation]:
+    init_key, data_key = jax.random.split(jax.random.key(settings.seed))
+    graphdef, params = nnx.split(build_model(settings, init_key), nnx.Param)
+    optimizer = build_optimizer(settings.optim, settings.train.steps)
+    state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), data_key)
+    return graphdef, state, optimizer
+
+
+def make_train_chunk(
+    settings: Settings, graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, num_steps: int
+) -> Callable[[TrainState], tuple[TrainState, metrics.Counts]]:
+    """A jitted function that takes `num_steps` steps and returns the summed metric counts."""
+    task, causal = settings.task, settings.model.causal
+    batch_size, max_len = settings.train.batch_size, settings.task.train_max_len
+
+    def loss_fn(params, batch):
+        model = nnx.merge(graphdef, params)
+        counts = metrics.count(model(batch.inputs, batch.positions, batch.token_mask), batch)
+        return counts.nll.sum() / jnp.maximum(counts.scored.sum(), 1.0), counts
+
+    def one_step(state: TrainState, _):
+        length_key, sample_key = jax.random.split(jax.random.fold_in(state.data_key, state.step))
+        batch = task.sample(sample_key, task.sample_lengths(length_key, batch_size), max_len, causal)
+        (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1, state.data_key), metrics.total(counts)
+
+    def chunk(state: TrainState):
+        state, per_step = jax.lax.scan(one_step, state, length=num_steps)
+        return state, metrics.total(per_step)
+
+    return jax.jit(chunk, donate_argnums=0)
+
+
+class TrainOutcome(NamedTuple):
+    graphdef: nnx.GraphDef
+    params: Any
+    summary: dict[str, Any]
+
+
+def train(settings: Settings, on_log: Callable[[int, dict[str, float]], None]) -> TrainOutcome:
+    """Run the training loop. `on_log(step, scalars)` is called at every log step (host side).
+
+    Stops early, with summary["status"] = "diverged", if the loss becomes NaN or infinite.
+    """
+    cfg = settings.train
+    graphdef, state, optimizer = init_state(settings)
+    schedule = learning_rate_schedule(settings.optim, cfg.steps)
+    chunks: dict[int, Callable] = {}  # one compiled program per chunk size (a final short chunk adds one)
+    window = None
+    last: dict[str, float] = {}
+    status = "completed"
+    start = time.perf_counter()
+    steady_start = steady_step = None
+    done = 0
+    while done < cfg.steps:
+        size = min(cfg.steps_per_dispatch, cfg.steps - done)
+        if size not in chunks:
+            chunks[size] = make_train_chunk(settings, graphdef, optimizer, size)
+        state, counts = chunks[size](state)
+        window = counts if window is None else jax.tree.map(jnp.add, window, counts)
+        done += size
+        if steady_start is None:
+            jax.block_until_ready(state.step)  # the first chunk includes compilation
+            steady_start, steady_step = time.perf_counter(), done
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            summed = jax.device_get(window)
+            window = None
+            last = {
+                "train/loss": float(summed.nll / max(summed.scored, 1.0)),
+                "train/acc": float(summed.correct / max(summed.scored, 1.0)),
+                "train/lr": float(schedule(done - 1)),
+            }
+            on_log(done, last)
+            if not np.isfinite(last["train/loss"]):
+                status = "diverged"
+                break
+    jax.block_until_ready(state.params)
+    end = time.perf_counter()
+    steady_steps = done - steady_step
+    summary = {
+        "status": status,
+        "steps": done,
+        "final_loss": last.get("train/loss"),
+        "final_acc": last.get("train/acc"),
+        "wall_s": end - start,
+        "first_dispatch_s": steady_start - start,
+        "steps_per_s": steady_steps / (end - steady_start) if steady_steps else None,
+    }
+    return TrainOutcome(graphdef, state.params, summary)
