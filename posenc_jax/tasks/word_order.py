@@ -1,11 +1,18 @@
 """word_order: is this sentence in canonical order, or are two neighbours swapped?
 
-Canonical order is ascending token id over n distinct tokens, a rule that applies at any length.
-A negative example is a canonical sentence with one adjacent pair exchanged, at a uniformly
-random place; it has exactly the same tokens, so a bag-of-words model is at chance (0.5). Labels
-alternate within a batch, so both classes are exactly balanced.
+Canonical order is non-decreasing token id, a rule that applies at any length. A negative
+example is a canonical sentence with one adjacent pair of *different* tokens exchanged, so it
+holds exactly the same tokens: a bag-of-words model is at chance (0.5).
 
-Example (vocab 10): [1, 4, 5, 8] -> 1 (canonical);  [1, 5, 4, 8] -> 0 (swap at index 1).
+Sampling, identical for both classes up to the final swap:
+1. the swap place s is uniform on [0, n-2], so the swap falls anywhere;
+2. a cut c is uniform on [1, vocab_size-1]; tokens 0..s are drawn uniformly from [0, c) and
+   tokens s+1..n-1 from [c, vocab_size), then each side is sorted. This guarantees
+   x_s < x_{s+1}, so the swap always changes the sentence;
+3. labels alternate within a batch (1 = canonical), so the classes are exactly balanced; a
+   label-0 example exchanges x_s and x_{s+1}.
+
+Example (vocab 10, n 5, s 1, c 4): canonical [0, 3, 5, 5, 8] -> 1;  swapped [0, 5, 3, 5, 8] -> 0.
 Classification: one answer slot, two classes.
 """
 
@@ -16,8 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.errors import ConfigError
-from posenc_jax.tasks.base import TaskSpec
+from posenc_jax.tasks.base import TaskSpec, uniform_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +33,6 @@ class WordOrder(TaskSpec):
     kind = "classification"
 
     train_min_len: int = 2
-    vocab_size: int = 128  # distinct tokens per sentence, so this caps the longest sentence
 
     @property
     def num_outputs(self) -> int:
@@ -36,26 +41,23 @@ class WordOrder(TaskSpec):
     def answer_len(self, n):
         return jnp.ones_like(n) if isinstance(n, jax.Array) else 1
 
-    def validate_length(self, n: int, setting: str) -> None:
-        if n > self.vocab_size:
-            raise ConfigError(
-                f"{setting}={n} is longer than task.vocab_size={self.vocab_size}: word_order "
-                f"sentences use distinct tokens, so no sentence can be longer than the vocabulary. "
-                f"Raise task.vocab_size to at least {n}."
-            )
-
     def generate(self, key, lengths, max_len):
         batch = lengths.shape[0]
-        pick_key, swap_key = jax.random.split(key)
-        # The max_len highest of vocab_size uniform scores index a random set of distinct ids.
-        # top_k is sorted, so the first n ids (and the example) do not depend on max_len.
-        _, picked = jax.lax.top_k(jax.random.uniform(pick_key, (batch, self.vocab_size)), max_len)
+        swap_key, cut_key, token_key = jax.random.split(key, 3)
         index = jnp.arange(max_len)[None, :]
-        valid = index < lengths[:, None]
-        canonical = jnp.sort(jnp.where(valid, picked, self.vocab_size), axis=1)
         swap_at = jax.random.randint(swap_key, (batch, 1), 0, lengths[:, None] - 1)
+        cut = jax.random.randint(cut_key, (batch, 1), 1, self.vocab_size)
+        # uniform in [0, 1) per slot, drawn column-wise so examples do not depend on max_len
+        unit = uniform_tokens(token_key, batch, max_len, 1 << 24) / float(1 << 24)
+        left = index <= swap_at
+        low = jnp.where(left, 0, cut)
+        high = jnp.where(left, cut, self.vocab_size)
+        tokens = (low + unit * (high - low)).astype(jnp.int32)
+        # Sort each side on its own; padding (index >= n) sorts to the end and is ignored.
+        side_key = jnp.where(index < lengths[:, None], jnp.where(left, 0, 1), 2)
+        canonical = jnp.sort(side_key * self.vocab_size + tokens, axis=1) % self.vocab_size
         source = index + (index == swap_at) - (index == swap_at + 1)
         swapped = jnp.take_along_axis(canonical, source, axis=1)
-        label = (jnp.arange(batch) % 2).astype(jnp.int32)  # 1 = canonical
+        label = (jnp.arange(batch) % 2).astype(jnp.int32)
         content = jnp.where(label[:, None] == 1, canonical, swapped)
-        return content.astype(jnp.int32), label[:, None]
+        return content, label[:, None]
