@@ -1,0 +1,39 @@
+"""Shared helpers: compose the real Hydra config (the path users take) into Settings."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from posenc_jax.cli import config_dir
+from posenc_jax.compilation import enable_persistent_cache
+from posenc_jax.config import Settings, settings_from_dict
+
+# Small, fast settings for tests: a short training run and a short evaluation range.
+FAST = [
+    "train.steps=20",
+    "train.batch_size=16",
+    "train.log_every=10",
+    "train.steps_per_dispatch=5",
+    "optim.warmup_steps=5",
+    "model.d_model=32",
+    "task.train_max_len=6",
+    "eval.max_len=12",
+    "eval.examples_per_length=16",
+]
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def make_settings(*overrides: str, fast: bool = True) -> Settings:
+    cfg = compose_config((FAST if fast else []) + list(overrides))
+    return settings_from_dict(OmegaConf.to_container(cfg, resolve=True))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache():
+    enable_persistent_cache()

@@ -1,0 +1,38 @@
+"""An encoder without positions cannot see order: NoPE is permutation-equivariant, and every
+positional encoding breaks that symmetry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from posenc_jax.encodings import available
+from posenc_jax.train import build_model
+
+from conftest import make_settings
+
+LENGTH = 12
+
+
+def _outputs_and_permuted(encoding: str):
+    settings = make_settings(f"encoding={encoding}", "task=copy")
+    model = build_model(settings, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, LENGTH), 2, settings.task.input_vocab_size)
+    positions = jnp.broadcast_to(jnp.arange(LENGTH), (2, LENGTH))
+    mask = jnp.ones((2, LENGTH), bool)
+    perm = np.random.default_rng(0).permutation(LENGTH)
+    out = model(tokens, positions, mask)
+    out_of_permuted = model(tokens[:, perm], positions, mask)  # positions stay 0..T-1
+    return np.asarray(out[:, perm]), np.asarray(out_of_permuted)
+
+
+def test_nope_encoder_is_permutation_equivariant():
+    expected, actual = _outputs_and_permuted("nope")
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoding", [name for name in available() if name != "nope"])
+def test_positional_encodings_break_permutation_equivariance(encoding):
+    expected, actual = _outputs_and_permuted(encoding)
+    assert np.max(np.abs(actual - expected)) > 1e-3

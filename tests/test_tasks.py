@@ -1,0 +1,122 @@
+"""Task samplers against plain-Python rules, in both model modes, at edge lengths too."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings as hyp_settings, strategies as st
+
+from posenc_jax.errors import ConfigError
+from posenc_jax.tasks import ANSWER_ID, NUM_SPECIAL, PAD_ID, available, make_task
+
+from conftest import make_settings
+
+RULES = {
+    "copy": lambda tokens: list(tokens),
+    "reverse": lambda tokens: list(reversed(tokens)),
+    "word_order": lambda tokens: [int(list(tokens) == sorted(tokens))],
+}
+
+
+def _examples(task, batch):
+    """Decode a Batch back into plain Python (content, answers, row) triples."""
+    inputs, targets, mask = (np.asarray(a) for a in (batch.inputs, batch.targets, batch.target_mask))
+    for row, n in enumerate(np.asarray(batch.lengths)):
+        content = [int(t) - NUM_SPECIAL for t in inputs[row, :n]]
+        answers = [int(t) for t in targets[row][mask[row]]]
+        yield content, answers, row
+
+
+def _check_batch(task, batch, causal):
+    inputs, positions = np.asarray(batch.inputs), np.asarray(batch.positions)
+    token_mask = np.asarray(batch.token_mask)
+    for content, answers, row in _examples(task, batch):
+        n, m = len(content), len(answers)
+        assert all(0 <= t < task.vocab_size for t in content)
+        assert answers == RULES[task.name](content), (content, answers)
+        # Shared layout: answers start at slot n, positions count up, padding is masked.
+        assert token_mask[row].sum() == n + m
+        assert list(positions[row, : n + m]) == list(range(n + m))
+        assert (positions[row, n + m :] == 0).all() and (inputs[row, n + m :] == PAD_ID).all()
+        assert inputs[row, n] == ANSWER_ID
+        expected_rest = [a + NUM_SPECIAL for a in answers[:-1]] if causal else [ANSWER_ID] * (m - 1)
+        assert list(inputs[row, n + 1 : n + m]) == expected_rest
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("name", available())
+def test_sampler_matches_plain_rule(name, causal):
+    task = make_task({"name": name, "train_max_len": 12})
+    for seed in range(5):
+        length_key, sample_key = jax.random.split(jax.random.key(seed))
+        lengths = task.sample_lengths(length_key, 64)
+        _check_batch(task, task.sample(sample_key, lengths, 12, causal), causal)
+
+
+@hyp_settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(available()),
+    length_choice=st.sampled_from(["min", "train_max", "eval_max"]),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_edge_lengths(name, length_choice, causal, seed):
+    task = make_task({"name": name, "train_max_len": 16})
+    n = {"min": task.min_len, "train_max": 16, "eval_max": 64}[length_choice]
+    batch = task.sample(jax.random.key(seed), jnp.full((8,), n, jnp.int32), 64, causal)
+    _check_batch(task, batch, causal)
+
+
+def test_word_order_classes_are_balanced_and_negatives_are_one_adjacent_swap():
+    task = make_task({"name": "word_order"})
+    lengths = task.sample_lengths(jax.random.key(0), 512)
+    batch = task.sample(jax.random.key(1), lengths, task.train_max_len, causal=False)
+    labels = []
+    for content, answers, _ in _examples(task, batch):
+        labels.append(answers[0])
+        if answers[0] == 0:
+            descents = [i for i in range(len(content) - 1) if content[i] > content[i + 1]]
+            assert len(descents) == 1
+            i = descents[0]
+            fixed = content[:i] + [content[i + 1], content[i]] + content[i + 2 :]
+            assert fixed == sorted(content)
+    assert labels.count(0) == labels.count(1) == 256
+
+
+def test_word_order_swap_falls_anywhere():
+    task = make_task({"name": "word_order"})
+    n = 10
+    batch = task.sample(jax.random.key(2), jnp.full((2000,), n, jnp.int32), n, causal=False)
+    places = {
+        next(i for i in range(n - 1) if c[i] > c[i + 1])
+        for c, a, _ in _examples(task, batch) if a[0] == 0
+    }
+    assert places == set(range(n - 1))
+
+
+def test_training_lengths_cover_the_configured_range():
+    task = make_task({"name": "copy", "train_min_len": 3, "train_max_len": 9})
+    lengths = np.asarray(task.sample_lengths(jax.random.key(0), 4000))
+    assert set(lengths.tolist()) == set(range(3, 10))
+
+
+@pytest.mark.parametrize("name", available())
+def test_examples_do_not_depend_on_padding(name):
+    """Evaluation pads lengths into buckets; an example must be the same in every bucket."""
+    task = make_task({"name": name})
+    lengths = jnp.full((16,), 7, jnp.int32)
+    short = task.sample(jax.random.key(5), lengths, 8, causal=True)
+    long = task.sample(jax.random.key(5), lengths, 32, causal=True)
+    real = 7 + task.answer_len(7)
+    np.testing.assert_array_equal(short.inputs[:, :real], long.inputs[:, :real])
+    np.testing.assert_array_equal(short.targets[:, :real], long.targets[:, :real])
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"Unknown task 'sorting'; valid choices are \['copy', 'reverse', 'word_order'\]"):
+        make_task({"name": "sorting"})
+
+
+def test_bad_training_range_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"train_min_len=9.*train_max_len=4"):
+        make_settings("task.train_min_len=9", "task.train_max_len=4")
