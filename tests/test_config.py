@@ -1,0 +1,53 @@
+"""Bad settings fail before anything compiles, with one paragraph naming the value and the choices."""
+
+import pytest
+
+from posenc_jax.config import settings_from_dict
+from posenc_jax.encodings import available, make_encoding
+from posenc_jax.errors import ConfigError
+
+from conftest import make_settings
+
+
+def test_defaults_compose_to_the_documented_run():
+    settings = make_settings(fast=False)
+    assert (settings.encoding.name, settings.task.name) == ("rope", "word_order")
+    assert (settings.model.num_layers, settings.model.causal) == (2, False)
+    assert settings.eval_max_len == 4 * settings.task.train_max_len
+
+
+def test_unknown_encoding_names_the_valid_choices():
+    with pytest.raises(ConfigError) as error:
+        make_encoding({"name": "fourier"})
+    assert "'fourier'" in str(error.value) and str(available()) in str(error.value)
+
+
+def test_unknown_encoding_parameter_names_the_valid_parameters():
+    with pytest.raises(ConfigError, match=r"Unknown parameter\(s\) \['theta'\] for encoding 'rope'.*'base'"):
+        make_encoding({"name": "rope", "theta": 500000.0})
+
+
+def test_heads_must_divide_d_model():
+    with pytest.raises(ConfigError, match=r"d_model=32 is not divisible by model.num_heads=5.*\[1, 2, 4, 8, 16, 32\]"):
+        make_settings("model.num_heads=5")
+
+
+def test_unknown_section_key_is_rejected_outside_hydra_too():
+    raw = {"encoding": {"name": "nope"}, "task": {"name": "copy"}, "model": {"depth": 3}}
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['depth'\] in section 'model'"):
+        settings_from_dict(raw)
+
+
+def test_training_longer_than_a_learned_table_is_an_error():
+    with pytest.raises(ConfigError, match=r"train_max_len=6 needs 7 positions.*represents only 4"):
+        make_settings("encoding=learned", "encoding.max_len=4")
+
+
+def test_log_interval_must_be_a_multiple_of_dispatch_size():
+    with pytest.raises(ConfigError, match=r"log_every=7 is not a multiple of train.steps_per_dispatch=5"):
+        make_settings("train.log_every=7")
+
+
+def test_eval_range_must_be_ordered():
+    with pytest.raises(ConfigError, match=r"eval.min_len=10 and eval.max_len=8"):
+        make_settings("eval.min_len=10", "eval.max_len=8")

@@ -1,0 +1,134 @@
+"""A short run through the user's path writes every promised file with the promised keys."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from posenc_jax.errors import ConfigError
+from posenc_jax.evaluate import length_buckets
+from posenc_jax.run import run
+
+from conftest import FAST, make_settings
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    settings = make_settings("encoding=rope", "task=word_order")
+    results = run(settings, run_dir, show_progress=False)
+    return run_dir, results
+
+
+def test_results_json_has_the_promised_keys(finished_run):
+    run_dir, returned = finished_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results == json.loads(json.dumps(returned))
+    assert results["status"] == "completed"
+    ev, tr = results["eval"], results["train"]
+    assert ev["lengths"] == list(range(2, 13))
+    assert len(ev["token_acc"]) == len(ev["seq_acc"]) == len(ev["lengths"])
+    assert all(0.0 <= a <= 1.0 for a in ev["token_acc"] + ev["seq_acc"])
+    assert ev["train_max_len"] == 6
+    for key in ("acc_id", "acc_ood"):
+        assert 0.0 <= ev[key] <= 1.0
+    assert ev["acc_id"] == pytest.approx(sum(ev["token_acc"][:5]) / 5)  # lengths 2..6
+    assert ev["acc_ood"] == pytest.approx(sum(ev["token_acc"][5:]) / 6)  # lengths 7..12
+    assert tr["steps"] == 20 and tr["final_loss"] > 0 and tr["wall_s"] > 0 and tr["steps_per_s"] > 0
+    assert results["config"]["eval"]["max_len"] == 12
+
+
+def test_evaluation_compiles_one_program_per_bucket(finished_run):
+    _, results = finished_run
+    assert results["eval"]["buckets"] == length_buckets(6, 12) == [6, 12]
+    assert results["eval"]["num_compilations"] == 2  # not one per length (11 lengths)
+
+
+def test_run_directory_holds_config_jsonl_and_plot(finished_run):
+    run_dir, _ = finished_run
+    assert (run_dir / "config.yaml").read_text().startswith("seed: 0")
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [10, 20, 20]
+    assert "train/loss" in lines[0] and "eval/token_acc/len_0012" in lines[-1]
+    assert (run_dir / "accuracy_vs_length.png").stat().st_size > 1000
+
+
+def test_tensorboard_events_have_stable_tags_and_the_plot(finished_run):
+    run_dir, results = finished_run
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {"train/loss", "train/acc", "train/lr", "eval/acc_id", "eval/acc_ood",
+                "eval/token_acc/len_0002", "eval/token_acc/len_0012", "eval/seq_acc/len_0007"}
+    assert expected <= scalars
+    assert [e.step for e in events.Scalars("train/loss")] == [10, 20]
+    assert events.Scalars("eval/acc_ood")[0].value == pytest.approx(results["eval"]["acc_ood"])
+    assert "eval/accuracy_vs_length" in events.Tags()["images"]
+
+
+def test_finished_run_is_never_overwritten(finished_run):
+    run_dir, _ = finished_run
+    before = (run_dir / "results.json").read_text()
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        run(make_settings(), run_dir, show_progress=False)
+    assert (run_dir / "results.json").read_text() == before
+
+
+def test_not_representable_lengths_are_reported_not_clamped(tmp_path):
+    # A 16-row table holds inputs up to length 15 (15 tokens + 1 answer slot = 16 positions).
+    settings = make_settings("encoding=learned", "encoding.max_len=16", "eval.max_len=20")
+    ev = run(settings, tmp_path, show_progress=False)["eval"]
+    assert ev["not_representable"] == [16, 17, 18, 19, 20]
+    assert ev["token_acc"][ev["lengths"].index(15)] is not None
+    assert ev["token_acc"][-5:] == [None] * 5 and ev["seq_acc"][-5:] == [None] * 5
+    assert ev["acc_ood"] is None
+    assert ev["acc_ood_representable"] is not None
+
+
+def _cli(tmp_path, *overrides):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "posenc_jax", f"hydra.run.dir={tmp_path}", *overrides],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+
+
+def test_cli_trains_decoder_and_prints_table(tmp_path):
+    done = _cli(tmp_path, *FAST, "encoding=sinusoidal", "task=reverse", "model.causal=true", "seed=3")
+    assert done.returncode == 0, done.stderr
+    assert "acc_ood" in done.stdout and "len" in done.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["model"]["causal"] is True and results["config"]["seed"] == 3
+    assert results["eval"]["scoring"] == "teacher_forced"
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("encoding=fourier", "Could not find 'encoding/fourier'"),
+        ("model.width=3", "Key 'width' is not in struct"),
+    ],
+)
+def test_cli_unknown_choice_or_key_fails_with_hydras_message(tmp_path, override, message):
+    done = _cli(tmp_path, override)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_lists_valid_encodings_for_unknown_choice(tmp_path):
+    done = _cli(tmp_path, "encoding=fourier")
+    assert all(name in done.stderr for name in ("nope", "rope", "sinusoidal", "learned"))
+
+
+def test_cli_bad_value_is_one_paragraph_without_traceback(tmp_path):
+    done = _cli(tmp_path, "model.d_model=30", "model.num_heads=4")
+    assert done.returncode == 2
+    assert "model.d_model=30 is not divisible by model.num_heads=4" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "results.json").exists()
