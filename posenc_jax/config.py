@@ -59,7 +59,8 @@ class OptimConfig:
         _require_positive("optim.learning_rate", self.learning_rate)
         if not 0 <= self.warmup_steps <= total_steps:
             raise ConfigError(
-                f"optim.warmup_steps={self.warmup_steps} must lie in [0, train.steps={total_steps}]."
+                f"optim.warmup_steps={self.warmup_steps} must lie in [0, train.steps={total_steps}]; "
+                f"for a short run, lower it too (e.g. optim.warmup_steps={total_steps // 10})."
             )
         if not 0.0 <= self.final_lr_ratio <= 1.0:
             raise ConfigError(f"optim.final_lr_ratio={self.final_lr_ratio} must lie in [0, 1].")
