@@ -132,7 +132,6 @@ class Settings:
                 f"a range of lengths for task {self.task.name!r}: need "
                 f"{self.task.min_len} <= eval.min_len <= eval.max_len."
             )
-        self.task.validate_length(self.eval_max_len, "eval.max_len")
         # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
         train_positions = self.task.sequence_len(self.task.train_max_len)
         limit = self.encoding.max_positions

@@ -94,6 +94,7 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
         "seq_acc_ood": _mean(seq_acc, out_dist),
         "acc_ood_representable": _mean(token_acc, [i for i in out_dist if token_acc[i] is not None]),
         "not_representable": [n for n in lengths if n not in counts],
+        "task_kind": task.kind,
         "scoring": "teacher_forced" if settings.model.causal else "encoder",
         "buckets": buckets,
         "num_compilations": compiled.count,

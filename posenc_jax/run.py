@@ -64,8 +64,9 @@ def run(settings: Settings, out_dir: str | os.PathLike, show_progress: bool = Tr
             evaluation = evaluate(settings, outcome.graphdef, outcome.params)
             results["eval"] = evaluation
             log.scalars(step, _eval_scalars(evaluation))
-            log.figure("eval/accuracy_vs_length", accuracy_figure(evaluation, title), step)
-            accuracy_figure(evaluation, title).savefig(run_dir / "accuracy_vs_length.png")
+            figure = accuracy_figure(evaluation, title)
+            figure.savefig(run_dir / "accuracy_vs_length.png")
+            log.figure("eval/accuracy_vs_length", figure, step)  # closes the figure
             print(format_table(evaluation, title))
         else:
             print(f"Training stopped at step {step}: the loss is not finite (status 'diverged'); "

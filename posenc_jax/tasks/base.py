@@ -98,18 +98,21 @@ class TaskSpec(Spec, abc.ABC):
             )
         if self.vocab_size < 2:
             raise ConfigError(f"task.vocab_size={self.vocab_size} must be at least 2.")
-        self.validate_length(self.train_max_len, "task.train_max_len")
 
-    def validate_length(self, n: int, setting: str) -> None:
-        """Raise ConfigError if the task cannot produce inputs of length n."""
+
+def column_uniform(key: jax.Array, batch: int, max_len: int) -> jax.Array:
+    """[batch, max_len] float32 uniform on [0, 1), drawn column by column.
+
+    Column i comes from fold_in(key, i), so the first n columns do not depend on max_len: an
+    example of length n is the same whatever bucket evaluation pads it into.
+    """
+    draw = lambda i: jax.random.uniform(jax.random.fold_in(key, i), (batch,))
+    return jax.vmap(draw, out_axes=1)(jnp.arange(max_len))
 
 
 def uniform_tokens(key: jax.Array, batch: int, max_len: int, vocab_size: int) -> jax.Array:
-    """[batch, max_len] int32 tokens uniform on [0, vocab_size), drawn column by column.
-
-    Column i comes from fold_in(key, i), so the first n columns do not depend on max_len: an
-    example of length n is the same whatever bucket it is padded into.
-    """
+    """[batch, max_len] int32 tokens uniform on [0, vocab_size), drawn column by column like
+    `column_uniform`, so they do not depend on max_len either."""
     draw = lambda i: jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, vocab_size)
     return jax.vmap(draw, out_axes=1)(jnp.arange(max_len)).astype(jnp.int32)
 

@@ -23,7 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.tasks.base import TaskSpec, uniform_tokens
+from posenc_jax.tasks.base import TaskSpec, column_uniform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +47,7 @@ class WordOrder(TaskSpec):
         index = jnp.arange(max_len)[None, :]
         swap_at = jax.random.randint(swap_key, (batch, 1), 0, lengths[:, None] - 1)
         cut = jax.random.randint(cut_key, (batch, 1), 1, self.vocab_size)
-        # uniform in [0, 1) per slot, drawn column-wise so examples do not depend on max_len
-        unit = uniform_tokens(token_key, batch, max_len, 1 << 24) / float(1 << 24)
+        unit = column_uniform(token_key, batch, max_len)
         left = index <= swap_at
         low = jnp.where(left, 0, cut)
         high = jnp.where(left, cut, self.vocab_size)
