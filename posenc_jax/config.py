@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from posenc_jax.encodings import EncodingSpec, make_encoding
 from posenc_jax.errors import ConfigError
+from posenc_jax.spec import construct
 from posenc_jax.tasks import TaskSpec, make_task
 
 
@@ -161,25 +162,18 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     """Build and validate `Settings` from a plain nested dict (e.g. a resolved Hydra config)."""
     raw = dict(raw)
     sections = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
-    parts = {key: _build_section(key, cls, raw.get(key) or {}) for key, cls in sections.items()}
+    parts = {key: construct(cls, raw.get(key) or {}, f"section {key!r}") for key, cls in sections.items()}
+    seed = raw.get("seed", 0)
+    if type(seed) is not int:
+        raise ConfigError(f"seed={seed!r} must be an integer.")
     settings = Settings(
-        seed=int(raw.get("seed", 0)),
+        seed=seed,
         encoding=make_encoding(dict(raw.get("encoding") or {})),
         task=make_task(dict(raw.get("task") or {})),
         **parts,
     )
     settings.validate()
     return settings
-
-
-def _build_section(section: str, cls: type, values: Mapping[str, Any]):
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"Unknown key(s) {unknown} in section {section!r}; valid keys are {valid}."
-        )
-    return cls(**values)
 
 
 def _require_positive(name: str, value: float) -> None:

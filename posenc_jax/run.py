@@ -23,7 +23,7 @@ from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate
 from posenc_jax.report import accuracy_figure, format_table
-from posenc_jax.run_log import RunLog
+from posenc_jax.run_log import RunLog, json_safe
 from posenc_jax.train import train
 
 RESULTS_FILE = "results.json"
@@ -71,6 +71,7 @@ def run(settings: Settings, out_dir: str | os.PathLike, show_progress: bool = Tr
         else:
             print(f"Training stopped at step {step}: the loss is not finite (status 'diverged'); "
                   f"no evaluation was run. Lower optim.learning_rate or check the config.")
+        results = json_safe(results)  # a diverged loss is NaN; strict JSON says null
         _write_json_atomically(run_dir / RESULTS_FILE, results)
     finally:
         log.close()
@@ -89,5 +90,5 @@ def _eval_scalars(evaluation: dict[str, Any]) -> dict[str, float | None]:
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False))
     tmp.replace(path)

@@ -6,8 +6,20 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from tensorboardX import SummaryWriter
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinities (which strict JSON cannot hold) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 class RunLog:
@@ -16,11 +28,12 @@ class RunLog:
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
 
     def scalars(self, step: int, values: dict[str, float | None]) -> None:
-        """Log scalars under stable tags; None (not measurable) goes to the JSON lines only."""
+        """Log scalars under stable tags. None (not measurable) and non-finite values go to the
+        JSON lines only, as null."""
         for tag, value in values.items():
             if value is not None and math.isfinite(value):
                 self.events.add_scalar(tag, value, step)
-        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.write(json.dumps(json_safe({"step": step, **values}), allow_nan=False) + "\n")
         self.jsonl.flush()
 
     def figure(self, tag: str, figure, step: int) -> None:

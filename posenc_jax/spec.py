@@ -9,6 +9,8 @@ config dict such as `{"name": "rope", "base": 10000.0}` into that dataclass, or 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import Any, ClassVar, Mapping
 
 from posenc_jax.errors import ConfigError
@@ -33,11 +35,33 @@ def build_spec(kind: str, registry: Mapping[str, type[Spec]], raw: Mapping[str, 
             f"Unknown {kind} {name!r}; valid choices are {sorted(registry)} "
             f"(choose one with `{kind}=<name>`)."
         )
-    cls = registry[name]
+    return construct(registry[name], params, f"{kind} {name!r}")
+
+
+def construct(cls: type, values: Mapping[str, Any], where: str):
+    """`cls(**values)` for a dataclass, after checking every key and value type.
+
+    Raises ConfigError for an unknown key (listing the valid ones) or a value of the wrong type.
+    An int is accepted where a float is expected, and converted.
+    """
+    hints = typing.get_type_hints(cls)
     valid = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(valid))
+    unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ConfigError(
-            f"Unknown parameter(s) {unknown} for {kind} {name!r}; its parameters are {valid}."
-        )
-    return cls(**params)
+        raise ConfigError(f"Unknown key(s) {unknown} in {where}; valid keys are {valid}.")
+    checked = {key: _typed(where, key, value, hints[key]) for key, value in values.items()}
+    return cls(**checked)
+
+
+def _typed(where: str, key: str, value: Any, hint: Any) -> Any:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(hint) if union else (hint,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind in (int, bool, str) and type(value) is kind:
+            return value
+    names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in allowed)
+    raise ConfigError(f"{key}={value!r} in {where} has the wrong type: expected {names}.")

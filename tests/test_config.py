@@ -23,7 +23,7 @@ def test_unknown_encoding_names_the_valid_choices():
 
 
 def test_unknown_encoding_parameter_names_the_valid_parameters():
-    with pytest.raises(ConfigError, match=r"Unknown parameter\(s\) \['theta'\] for encoding 'rope'.*'base'"):
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['theta'\] in encoding 'rope'; valid keys are \['base', 'layout'\]"):
         make_encoding({"name": "rope", "theta": 500000.0})
 
 
@@ -36,6 +36,15 @@ def test_unknown_section_key_is_rejected_outside_hydra_too():
     raw = {"encoding": {"name": "nope"}, "task": {"name": "copy"}, "model": {"depth": 3}}
     with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['depth'\] in section 'model'"):
         settings_from_dict(raw)
+
+
+def test_wrong_value_type_is_a_clear_error():
+    with pytest.raises(ConfigError, match=r"d_model='sixty' in section 'model' has the wrong type: expected int"):
+        make_settings("model.d_model=sixty")
+    with pytest.raises(ConfigError, match=r"base='large' in encoding 'rope' has the wrong type: expected float"):
+        make_settings("encoding.base=large")
+    assert make_settings("eval.max_len=null").eval.max_len is None
+    assert make_settings("encoding.base=500").encoding.base == 500.0
 
 
 def test_training_longer_than_a_learned_table_is_an_error():

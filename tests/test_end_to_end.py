@@ -89,6 +89,17 @@ def test_not_representable_lengths_are_reported_not_clamped(tmp_path):
     assert ev["acc_ood_representable"] is not None
 
 
+def test_divergence_stops_training_with_a_clear_status(tmp_path, capsys):
+    settings = make_settings("optim.learning_rate=1e30", "optim.warmup_steps=0")
+    results = run(settings, tmp_path, show_progress=False)
+    on_disk = json.loads((tmp_path / "results.json").read_text())  # strict JSON: no NaN
+    assert on_disk == results
+    assert results["status"] == "diverged" and results["eval"] is None
+    assert results["train"]["steps"] == 10 and results["train"]["final_loss"] is None
+    assert "not finite" in capsys.readouterr().out
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["train/loss"] is None
+
+
 def _cli(tmp_path, *overrides):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(
