@@ -18,7 +18,7 @@ from flax import nnx
 from posenc_jax.config import ModelConfig
 from posenc_jax.encodings import EncodingSpec, PositionalEncoding
 
-_MASKED = -1e9  # added to masked logits; finite so a fully masked (padding) row stays NaN-free
+_MASKED = -1e9  # finite, so a row with every key masked gives a uniform softmax, not NaN
 
 
 class Attention(nnx.Module):
