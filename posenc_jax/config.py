@@ -70,7 +70,7 @@ class OptimConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = 3000
-    batch_size: int = 64
+    batch_size: int = 128
     log_every: int = 100
     # Steps fused into one jitted `lax.scan`: fewer dispatches, same numbers.
     steps_per_dispatch: int = 10

@@ -60,3 +60,35 @@ def test_log_interval_must_be_a_multiple_of_dispatch_size():
 def test_eval_range_must_be_ordered():
     with pytest.raises(ConfigError, match=r"eval.min_len=10 and eval.max_len=8"):
         make_settings("eval.min_len=10", "eval.max_len=8")
+
+
+def test_yaml_defaults_equal_dataclass_defaults():
+    """configs/ and the dataclasses must not drift apart: library users get what CLI users get."""
+    from posenc_jax.config import EvalConfig, ModelConfig, OptimConfig, TrainConfig
+    from posenc_jax.encodings import REGISTRY as ENCODINGS
+    from posenc_jax.tasks import REGISTRY as TASKS
+
+    settings = make_settings(fast=False)
+    assert settings.model == ModelConfig()
+    assert settings.optim == OptimConfig()
+    assert settings.train == TrainConfig()
+    assert settings.eval == EvalConfig()
+    for name, spec in ENCODINGS.items():
+        assert make_settings(f"encoding={name}", fast=False).encoding == spec(), name
+    for name, spec in TASKS.items():
+        assert make_settings(f"task={name}", fast=False).task == spec(), name
+
+
+def test_every_config_file_names_itself_and_a_registered_component():
+    from pathlib import Path
+
+    import yaml
+
+    from posenc_jax import encodings, tasks
+    from posenc_jax.cli import config_dir
+
+    for group, names in (("encoding", encodings.available()), ("task", tasks.available())):
+        files = sorted(Path(config_dir(), group).glob("*.yaml"))
+        assert [f.stem for f in files] == names, group
+        for f in files:
+            assert yaml.safe_load(f.read_text())["name"] == f.stem, f
