@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import jax
 from flax import nnx
@@ -43,7 +43,13 @@ class PositionalEncoding(nnx.Module):
 
 @dataclasses.dataclass(frozen=True)
 class EncodingSpec(Spec, abc.ABC):
-    """An encoding's parameters; builds the module that implements its hooks."""
+    """An encoding's parameters; builds the module that implements its hooks.
+
+    `family` says what the encoding sees: "absolute" (positions themselves), "relative" (only
+    differences of positions, so shifting every position changes nothing), or "none".
+    """
+
+    family: ClassVar[str] = "relative"
 
     @property
     def max_positions(self) -> int | None:

@@ -33,6 +33,7 @@ class LearnedEncoding(PositionalEncoding):
 @dataclasses.dataclass(frozen=True)
 class Learned(EncodingSpec):
     name = "learned"
+    family = "absolute"
     max_len: int = 512  # BERT's table size
     init_std: float = 0.02  # BERT/GPT-2 initialisation
 

@@ -18,6 +18,7 @@ from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
 @dataclasses.dataclass(frozen=True)
 class NoPE(EncodingSpec):
     name = "nope"
+    family = "none"
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return PositionalEncoding()

@@ -38,6 +38,7 @@ class SinusoidalEncoding(PositionalEncoding):
 @dataclasses.dataclass(frozen=True)
 class Sinusoidal(EncodingSpec):
     name = "sinusoidal"
+    family = "absolute"
     base: float = 10000.0
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:

@@ -1,0 +1,30 @@
+"""Relative encodings see only differences of positions: shifting every position changes nothing.
+Absolute encodings see positions themselves, so a shift changes the outputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posenc_jax.encodings import REGISTRY, available
+from posenc_jax.train import build_model
+
+from conftest import make_settings
+
+
+def _outputs(encoding, causal, shift):
+    settings = make_settings(f"encoding={encoding}", "task=copy", f"model.causal={causal}")
+    model = build_model(settings, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 10), 2, settings.task.input_vocab_size)
+    positions = jnp.broadcast_to(jnp.arange(10) + shift, (2, 10))
+    return np.asarray(model(tokens, positions, jnp.ones((2, 10), bool)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("encoding", available())
+def test_shifting_all_positions(encoding, causal):
+    base, shifted = _outputs(encoding, causal, 0), _outputs(encoding, causal, 37)
+    if REGISTRY[encoding].family == "absolute":
+        assert np.max(np.abs(base - shifted)) > 1e-3
+    else:
+        np.testing.assert_allclose(shifted, base, rtol=1e-4, atol=1e-4)
