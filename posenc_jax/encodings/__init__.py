@@ -19,11 +19,12 @@ from posenc_jax.encodings.nope import NoPE
 from posenc_jax.encodings.rope import Rope, apply_rope, rope_inverse_frequencies
 from posenc_jax.encodings.sinusoidal import Sinusoidal, sinusoidal_table
 from posenc_jax.encodings.t5 import T5, t5_relative_bucket
+from posenc_jax.encodings.xpos import Xpos, apply_xpos, xpos_zeta
 from posenc_jax.errors import ConfigError
 from posenc_jax.spec import build_spec
 
 REGISTRY: dict[str, type[EncodingSpec]] = {
-    spec.name: spec for spec in (NoPE, Sinusoidal, Learned, Rope, Alibi, T5)
+    spec.name: spec for spec in (NoPE, Sinusoidal, Learned, Rope, Alibi, T5, Xpos)
 }
 
 
@@ -76,9 +77,11 @@ __all__ = [
     "alibi_slopes",
     "attention_bias",
     "apply_rope",
+    "apply_xpos",
     "available",
     "make_encoding",
     "rope_inverse_frequencies",
     "sinusoidal_table",
     "t5_relative_bucket",
+    "xpos_zeta",
 ]
