@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
 
 
 def alibi_slopes(num_heads: int) -> np.ndarray:
@@ -44,7 +44,7 @@ class AlibiBias(PositionalEncoding):
         self.causal = causal
 
     def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
-        offset = (k_positions[:, None, :] - q_positions[:, :, None]).astype(jnp.float32)  # j − i
+        offset = relative_positions(q_positions, k_positions).astype(jnp.float32)  # j − i
         distance = offset if self.causal else -jnp.abs(offset)
         slopes = jnp.asarray(alibi_slopes(self.num_heads))
         return slopes[None, :, None, None] * distance[:, None, :, :]

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from posenc_jax.config import ModelConfig
 
 
+def relative_positions(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+    """Key minus query position, j − i: [batch, q_len], [batch, k_len] -> [batch, q_len, k_len]."""
+    return k_positions[:, None, :] - q_positions[:, :, None]
+
+
 class PositionalEncoding(nnx.Module):
     """The do-nothing encoding; subclasses override the hooks they need."""
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
 from posenc_jax.errors import ConfigError
 
 
@@ -60,7 +60,7 @@ class T5Bias(PositionalEncoding):
         self.table = nnx.Param(init(rngs.params(), (num_buckets, num_heads)))
 
     def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
-        relative = k_positions[:, None, :] - q_positions[:, :, None]  # [batch, q, k]
+        relative = relative_positions(q_positions, k_positions)
         buckets = t5_relative_bucket(relative, self.bidirectional, self.num_buckets, self.max_distance)
         return jnp.moveaxis(self.table[...][buckets], -1, 1)  # [batch, heads, q, k]
 
