@@ -135,12 +135,12 @@ class Settings:
             )
         # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
         train_positions = self.task.sequence_len(self.task.train_max_len)
-        limit = self.encoding.max_positions
-        if limit is not None and train_positions > limit:
+        if not self.encoding.represents(train_positions):
             raise ConfigError(
                 f"task.train_max_len={self.task.train_max_len} needs {train_positions} positions "
                 f"(input plus answer slots), but encoding {self.encoding.name!r} represents only "
-                f"{limit}. Raise the encoding's table size (encoding.max_len) or shorten training."
+                f"{self.encoding.max_positions}. Raise the encoding's table size (encoding.max_len) "
+                f"or shorten training."
             )
 
     def to_dict(self) -> dict[str, Any]:

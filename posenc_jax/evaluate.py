@@ -62,8 +62,7 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
     """Evaluate at every length; returns the `eval` section of results.json."""
     task = settings.task
     lengths = list(range(settings.eval_min_len, settings.eval_max_len + 1))
-    limit = settings.encoding.max_positions
-    representable = [n for n in lengths if limit is None or task.sequence_len(n) <= limit]
+    representable = [n for n in lengths if settings.encoding.represents(task.sequence_len(n))]
     buckets = length_buckets(task.train_max_len, settings.eval_max_len)
     eval_length = make_eval_fn(settings, graphdef)
 

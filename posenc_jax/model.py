@@ -3,8 +3,9 @@
     tokens [B, T] -> embed -> encoding.embed -> num_layers × Block -> final norm -> head [B, T, outputs]
 
 A Block is attention + MLP, each with a residual, in pre-LN (x + f(LN(x))) or post-LN
-(LN(x + f(x))) form. Attention calls the encoding's three hooks unconditionally (see
-`encodings/base.py`), so it never needs to know which encoding it runs with. `causal=True`
+(LN(x + f(x))) form. The model calls the encoding's three hooks unconditionally (see
+`encodings/base.py`): `embed` once at the input, `logit_bias` once per forward pass (shared by
+all layers), `rotate_qk` in every attention layer. Nothing branches on the encoding's name. `causal=True`
 adds a lower-triangular mask (decoder); otherwise attention is bidirectional (encoder).
 Padding keys are masked out in both modes.
 """
@@ -29,14 +30,19 @@ class Attention(nnx.Module):
         self.out = nnx.Linear(config.d_model, config.d_model, use_bias=False, rngs=rngs)
 
     def __call__(
-        self, x: jax.Array, positions: jax.Array, mask: jax.Array, encoding: PositionalEncoding
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        mask: jax.Array,
+        bias: jax.Array | None,
+        encoding: PositionalEncoding,
     ) -> jax.Array:
-        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend)."""
+        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend), bias: the
+        encoding's logit bias, broadcastable to [B, heads, T, T], or None."""
         batch, length, _ = x.shape
         q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2)
         q, k = encoding.rotate_qk(q, k, positions, positions)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(x.dtype)
-        bias = encoding.logit_bias(positions, positions)
         if bias is not None:
             logits = logits + bias
         logits = jnp.where(mask, logits, _MASKED)
@@ -63,11 +69,11 @@ class Block(nnx.Module):
         self.mlp_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, mask, encoding):
+    def __call__(self, x, positions, mask, bias, encoding):
         if self.pre_norm:
-            x = x + self.attention(self.attention_norm(x), positions, mask, encoding)
+            x = x + self.attention(self.attention_norm(x), positions, mask, bias, encoding)
             return x + self.mlp(self.mlp_norm(x))
-        x = self.attention_norm(x + self.attention(x, positions, mask, encoding))
+        x = self.attention_norm(x + self.attention(x, positions, mask, bias, encoding))
         return self.mlp_norm(x + self.mlp(x))
 
 
@@ -101,8 +107,11 @@ class Transformer(nnx.Module):
             length = tokens.shape[1]
             mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))
         x = self.encoding.embed(self.embed(tokens), positions)
+        # One encoding serves every layer and positions do not change between layers, so the
+        # logit bias (e.g. T5's shared table) is computed once per forward pass, not per layer.
+        bias = self.encoding.logit_bias(positions, positions)
         for block in self.blocks:
-            x = block(x, positions, mask, self.encoding)
+            x = block(x, positions, mask, bias, self.encoding)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return self.head(x)

@@ -1,11 +1,12 @@
 """The hook interface every positional encoding implements.
 
 An encoding can act at three points of the Transformer. Each hook defaults to "do nothing", so
-attention calls all of them unconditionally and never branches on an encoding's name:
+the model calls all of them unconditionally and never branches on an encoding's name:
 
 1. `embed(x, positions)`: add to the token embeddings (absolute encodings).
 2. `rotate_qk(q, k, q_positions, k_positions)`: transform queries and keys (RoPE, xPos).
-3. `logit_bias(q_positions, k_positions)`: add a bias to the attention logits (ALiBi, T5, ...).
+3. `logit_bias(q_positions, k_positions)`: add a bias to the attention logits (ALiBi, T5, ...);
+   computed once per forward pass and shared by every layer.
 
 Shapes: x [batch, seq, d_model]; q, k [batch, seq, heads, head_dim]; positions [batch, seq]
 int32; a logit bias broadcasts against [batch, heads, q_len, k_len].
@@ -60,6 +61,10 @@ class EncodingSpec(Spec, abc.ABC):
     def max_positions(self) -> int | None:
         """How many positions (0 .. max_positions-1) the encoding can represent; None = any."""
         return None
+
+    def represents(self, num_positions: int) -> bool:
+        """Whether positions 0 .. num_positions-1 all exist for this encoding."""
+        return self.max_positions is None or num_positions <= self.max_positions
 
     def validate(self, model: "ModelConfig") -> None:
         """Raise `ConfigError` if this encoding cannot work with `model`."""
