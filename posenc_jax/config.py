@@ -139,8 +139,8 @@ class Settings:
             raise ConfigError(
                 f"task.train_max_len={self.task.train_max_len} needs {train_positions} positions "
                 f"(input plus answer slots), but encoding {self.encoding.name!r} represents only "
-                f"{self.encoding.max_positions}. Raise the encoding's table size (encoding.max_len) "
-                f"or shorten training."
+                f"{self.encoding.max_positions}. Raise the encoding's limit (encoding.max_len for a "
+                f"learned table, encoding.max_position for randomized positions) or shorten training."
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Per-length evaluation: accuracy at every input length from eval.min_len to eval.max_len.
 
 For each length n, `eval.examples_per_length` examples are drawn from a key that depends only on
-(eval.seed, n), so every run of a sweep is scored on the same examples. Lengths are padded into
-buckets (train_max_len, 2×, 4×, ... up to max_len) and the padding is masked, so evaluation
-compiles one program per bucket — logarithmic in max_len — instead of one per length.
+(eval.seed, n), so every run of a sweep is scored on the same examples; with randomized
+positions (`encoding.randomized`), their positions come from that key too (`positions.py`).
+Lengths are padded into buckets (train_max_len, 2×, 4×, ... up to max_len) and the padding is
+masked, so evaluation compiles one program per bucket — logarithmic in max_len — instead of one per length.
 
 Reported per length: per-token accuracy over the answer slots, and whole-sequence exact match
 (for classification the two coincide). Summaries:
@@ -30,6 +31,7 @@ from flax import nnx
 from posenc_jax import metrics
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.config import Settings
+from posenc_jax.positions import position_scheme
 
 
 def length_buckets(train_max_len: int, max_len: int) -> list[int]:
@@ -51,7 +53,9 @@ def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
     @functools.partial(jax.jit, static_argnames="padded_len")
     def eval_length(params, length: jax.Array, padded_len: int) -> metrics.Counts:
         lengths = jnp.full((examples,), length, jnp.int32)
-        batch = task.sample(jax.random.fold_in(base_key, length), lengths, padded_len, causal)
+        length_key = jax.random.fold_in(base_key, length)
+        batch = task.sample(length_key, lengths, padded_len, causal)
+        batch = position_scheme(settings.encoding, length_key, batch)
         model = nnx.merge(graphdef, params)
         return metrics.total(metrics.count(model(batch.inputs, batch.positions, batch.token_mask), batch))
 

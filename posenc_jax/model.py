@@ -3,11 +3,11 @@
     tokens [B, T] -> embed -> encoding.embed -> num_layers × Block -> final norm -> head [B, T, outputs]
 
 A Block is attention + MLP, each with a residual, in pre-LN (x + f(LN(x))) or post-LN
-(LN(x + f(x))) form. The model calls the encoding's three hooks unconditionally (see
-`encodings/base.py`): `embed` once at the input, `logit_bias` once per forward pass (shared by
-all layers), `rotate_qk` in every attention layer. Nothing branches on the encoding's name. `causal=True`
-adds a lower-triangular mask (decoder); otherwise attention is bidirectional (encoder).
-Padding keys are masked out in both modes.
+(LN(x + f(x))) form. The model calls the encoding's hooks unconditionally (see
+`encodings/base.py`): `embed` once at the input, and `rotate_qk`, `attention_logits`,
+`logit_bias`, `attention_output` in every attention layer, which tells the encoding its index. Nothing branches on the encoding's name.
+`causal=True` adds a lower-triangular mask (decoder); otherwise attention is bidirectional
+(encoder). Padding keys are masked out in both modes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ _MASKED = -1e9  # finite, so a row with every key masked gives a uniform softmax
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, layer: int, rngs: nnx.Rngs):
+        self.layer = layer
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
         self.qkv = nnx.Linear(config.d_model, 3 * config.d_model, use_bias=False, rngs=rngs)
@@ -34,21 +35,20 @@ class Attention(nnx.Module):
         x: jax.Array,
         positions: jax.Array,
         mask: jax.Array,
-        bias: jax.Array | None,
         encoding: PositionalEncoding,
     ) -> jax.Array:
-        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend), bias: the
-        encoding's logit bias, broadcastable to [B, heads, T, T], or None."""
+        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend)."""
         batch, length, _ = x.shape
         q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2)
         q, k = encoding.rotate_qk(q, k, positions, positions)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(self.head_dim).astype(x.dtype)
+        logits = encoding.attention_logits(q, k, positions, positions, mask, self.layer)
+        bias = encoding.logit_bias(positions, positions, self.layer)
         if bias is not None:
             logits = logits + bias
         logits = jnp.where(mask, logits, _MASKED)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
-        mixed = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, length, -1)
-        return self.out(mixed)
+        mixed = encoding.attention_output(weights, v, positions, positions, self.layer)
+        return self.out(mixed.reshape(batch, length, -1))
 
 
 class MLP(nnx.Module):
@@ -62,18 +62,18 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, layer: int, rngs: nnx.Rngs):
         self.pre_norm = config.norm == "pre"
         self.attention_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
-        self.attention = Attention(config, rngs)
+        self.attention = Attention(config, layer, rngs)
         self.mlp_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, mask, bias, encoding):
+    def __call__(self, x, positions, mask, encoding):
         if self.pre_norm:
-            x = x + self.attention(self.attention_norm(x), positions, mask, bias, encoding)
+            x = x + self.attention(self.attention_norm(x), positions, mask, encoding)
             return x + self.mlp(self.mlp_norm(x))
-        x = self.attention_norm(x + self.attention(x, positions, mask, bias, encoding))
+        x = self.attention_norm(x + self.attention(x, positions, mask, encoding))
         return self.mlp_norm(x + self.mlp(x))
 
 
@@ -95,7 +95,7 @@ class Transformer(nnx.Module):
             input_vocab_size, config.d_model, embedding_init=jax.nn.initializers.normal(1.0), rngs=rngs
         )
         self.encoding = encoding.build(config, rngs)
-        self.blocks = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
+        self.blocks = nnx.List([Block(config, layer, rngs) for layer in range(config.num_layers)])
         # Pre-LN needs a final norm before the head; post-LN blocks already end in one.
         self.final_norm = nnx.LayerNorm(config.d_model, rngs=rngs) if config.norm == "pre" else None
         self.head = nnx.Linear(config.d_model, num_outputs, rngs=rngs)
@@ -107,11 +107,8 @@ class Transformer(nnx.Module):
             length = tokens.shape[1]
             mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))
         x = self.encoding.embed(self.embed(tokens), positions)
-        # One encoding serves every layer and positions do not change between layers, so the
-        # logit bias (e.g. T5's shared table) is computed once per forward pass, not per layer.
-        bias = self.encoding.logit_bias(positions, positions)
         for block in self.blocks:
-            x = block(x, positions, mask, bias, self.encoding)
+            x = block(x, positions, mask, self.encoding)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return self.head(x)

@@ -22,6 +22,7 @@ from flax import nnx
 from posenc_jax import metrics
 from posenc_jax.config import OptimConfig, Settings
 from posenc_jax.model import Transformer
+from posenc_jax.positions import position_scheme
 
 
 class TrainState(NamedTuple):
@@ -75,6 +76,13 @@ def init_state(settings: Settings) -> tuple[nnx.GraphDef, TrainState, optax.Grad
     return graphdef, state, optimizer
 
 
+def project_parameters(graphdef: nnx.GraphDef, params: Any) -> Any:
+    """The parameters after the encoding's `project_parameters` (e.g. KERPLE's clamp to > 0)."""
+    model = nnx.merge(graphdef, params)
+    model.encoding.project_parameters()
+    return nnx.state(model, nnx.Param)
+
+
 def make_train_chunk(
     settings: Settings, graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, num_steps: int
 ) -> Callable[[TrainState], tuple[TrainState, metrics.Counts]]:
@@ -88,11 +96,13 @@ def make_train_chunk(
         return counts.nll.sum() / jnp.maximum(counts.scored.sum(), 1.0), counts
 
     def one_step(state: TrainState, _):
-        length_key, sample_key = jax.random.split(jax.random.fold_in(state.data_key, state.step))
+        step_key = jax.random.fold_in(state.data_key, state.step)
+        length_key, sample_key = jax.random.split(step_key)
         batch = task.sample(sample_key, task.sample_lengths(length_key, batch_size), max_len, causal)
+        batch = position_scheme(settings.encoding, step_key, batch)
         (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = project_parameters(graphdef, optax.apply_updates(state.params, updates))
         return TrainState(params, opt_state, state.step + 1, state.data_key), metrics.total(counts)
 
     def chunk(state: TrainState):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import jax
 import pytest
+from flax import nnx
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -37,3 +39,16 @@ def make_settings(*overrides: str, fast: bool = True) -> Settings:
 @pytest.fixture(scope="session", autouse=True)
 def _compilation_cache():
     enable_persistent_cache()
+
+
+def perturb_encoding_parameters(model, scale: float = 0.1, seed: int = 0) -> None:
+    """Add N(0, scale²) noise to every parameter of `model.encoding`, in place.
+
+    Some encodings start from parameters that hide their structure (CoPE's position table is
+    zeros, as in the official code); properties such as shift invariance or broken permutation
+    symmetry must hold for generic parameter values, not only at initialisation."""
+    state = nnx.state(model.encoding, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(seed), max(len(leaves), 1))
+    noisy = [leaf + scale * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys)]
+    nnx.update(model.encoding, jax.tree.unflatten(treedef, noisy))

@@ -10,7 +10,7 @@ from flax import nnx
 from posenc_jax.encodings import available
 from posenc_jax.train import build_model
 
-from conftest import make_settings
+from conftest import make_settings, perturb_encoding_parameters
 
 LENGTH = 12
 
@@ -18,6 +18,7 @@ LENGTH = 12
 def _outputs_and_permuted(encoding: str):
     settings = make_settings(f"encoding={encoding}", "task=copy")
     model = build_model(settings, jax.random.key(0))
+    perturb_encoding_parameters(model)
     tokens = jax.random.randint(jax.random.key(1), (2, LENGTH), 2, settings.task.input_vocab_size)
     positions = jnp.broadcast_to(jnp.arange(LENGTH), (2, LENGTH))
     mask = jnp.ones((2, LENGTH), bool)

@@ -43,7 +43,7 @@ class AlibiBias(PositionalEncoding):
         self.num_heads = num_heads  # slopes are constants, derived at trace time, not parameters
         self.causal = causal
 
-    def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+    def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array, layer: int) -> jax.Array:
         offset = relative_positions(q_positions, k_positions).astype(jnp.float32)  # j − i
         distance = offset if self.causal else -jnp.abs(offset)
         slopes = jnp.asarray(alibi_slopes(self.num_heads))

@@ -1,15 +1,26 @@
 """The hook interface every positional encoding implements.
 
-An encoding can act at three points of the Transformer. Each hook defaults to "do nothing", so
+An encoding can act at five points of the Transformer. Each hook defaults to "do nothing", so
 the model calls all of them unconditionally and never branches on an encoding's name:
 
 1. `embed(x, positions)`: add to the token embeddings (absolute encodings).
 2. `rotate_qk(q, k, q_positions, k_positions)`: transform queries and keys (RoPE, xPos).
-3. `logit_bias(q_positions, k_positions)`: add a bias to the attention logits (ALiBi, T5, ...);
-   computed once per forward pass and shared by every layer.
+3. `attention_logits(q, k, q_positions, k_positions, mask, layer)`: the logits, for encodings
+   whose positional term depends on content (Shaw, DeBERTa, Transformer-XL, CoPE).
+   Default: q·k / sqrt(head_dim).
+4. `logit_bias(q_positions, k_positions, layer)`: a content-independent bias added to the
+   logits (ALiBi, T5, KERPLE, FIRE). Encodings shared by all layers ignore `layer`; XLA
+   computes identical per-layer biases once.
+5. `attention_output(weights, v, q_positions, k_positions, layer)`: mix the values with the
+   attention weights (Shaw's value embeddings). Default: Σ_j weights_ij v_j.
 
-Shapes: x [batch, seq, d_model]; q, k [batch, seq, heads, head_dim]; positions [batch, seq]
-int32; a logit bias broadcasts against [batch, heads, q_len, k_len].
+`project_parameters()` runs after every optimizer step, for encodings whose parameters live in
+a constrained set that the paper's code enforces by projection (KERPLE's positive parameters).
+
+Shapes: x [batch, seq, d_model]; q, k, v [batch, seq, heads, head_dim]; positions [batch, seq]
+int32; mask [batch, 1, q_len, k_len] bool (True = may attend); logits and weights
+[batch, heads, q_len, k_len]; `layer` is the attention layer's index (a Python int), so an
+encoding with per-layer parameters stores them stacked on a leading [num_layers] axis.
 """
 
 from __future__ import annotations
@@ -19,8 +30,10 @@ import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
+from posenc_jax.errors import ConfigError
 from posenc_jax.spec import Spec
 
 if TYPE_CHECKING:
@@ -30,6 +43,11 @@ if TYPE_CHECKING:
 def relative_positions(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
     """Key minus query position, j − i: [batch, q_len], [batch, k_len] -> [batch, q_len, k_len]."""
     return k_positions[:, None, :] - q_positions[:, :, None]
+
+
+def scaled_dot_product(q: jax.Array, k: jax.Array) -> jax.Array:
+    """q·k / sqrt(head_dim): [batch, q_len, heads, d], [batch, k_len, heads, d] -> [batch, heads, q_len, k_len]."""
+    return jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
 
 
 class PositionalEncoding(nnx.Module):
@@ -43,8 +61,23 @@ class PositionalEncoding(nnx.Module):
     ) -> tuple[jax.Array, jax.Array]:
         return q, k
 
-    def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array | None:
+    def attention_logits(
+        self, q: jax.Array, k: jax.Array, q_positions: jax.Array, k_positions: jax.Array,
+        mask: jax.Array, layer: int,
+    ) -> jax.Array:
+        return scaled_dot_product(q, k)
+
+    def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array, layer: int) -> jax.Array | None:
+        """A bias broadcastable to [batch, heads, q_len, k_len], or None."""
         return None
+
+    def attention_output(
+        self, weights: jax.Array, v: jax.Array, q_positions: jax.Array, k_positions: jax.Array, layer: int
+    ) -> jax.Array:
+        return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+    def project_parameters(self) -> None:
+        """Move parameters back into their valid set, in place; called after each optimizer step."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +85,28 @@ class EncodingSpec(Spec, abc.ABC):
     """An encoding's parameters; builds the module that implements its hooks.
 
     `family` says what the encoding sees: "absolute" (positions themselves), "relative" (only
-    differences of positions, so shifting every position changes nothing), or "none".
+    differences of positions, so shifting every position changes nothing), "contextual"
+    (counts derived from content, no position ids) or "none".
+
+    Every encoding that reads position ids accepts randomized positions (Ruoss et al. 2023,
+    "Randomized Positional Encodings Boost Length Generalization of Transformers"): with
+    `randomized=True`, each training example's positions are a sorted random subset of
+    [0, max_position) instead of 0..T-1, so the encoding meets positions up to max_position
+    during training. Evaluation draws them the same way from a fixed key (see
+    `posenc_jax.positions`). Encodings that read no positions reject the option and say why.
     """
 
     family: ClassVar[str] = "relative"
 
+    randomized: bool = False
+    max_position: int = 2048  # Ruoss et al.'s L for randomized positions
+
     @property
     def max_positions(self) -> int | None:
-        """How many positions (0 .. max_positions-1) the encoding can represent; None = any."""
-        return None
+        """How many positions (0 .. max_positions-1) the encoding can represent; None = any.
+
+        With randomized positions, sequences longer than max_position cannot be laid out."""
+        return self.max_position if self.randomized else None
 
     def represents(self, num_positions: int) -> bool:
         """Whether positions 0 .. num_positions-1 all exist for this encoding."""
@@ -68,6 +114,14 @@ class EncodingSpec(Spec, abc.ABC):
 
     def validate(self, model: "ModelConfig") -> None:
         """Raise `ConfigError` if this encoding cannot work with `model`."""
+        if self.randomized and self.family in ("none", "contextual"):
+            raise ConfigError(
+                f"encoding.randomized=true does not apply to encoding {self.name!r}: it reads no "
+                f"position ids ({self.family}), so there are no positions to randomize. "
+                f"Set encoding.randomized=false."
+            )
+        if self.max_position < 1:
+            raise ConfigError(f"encoding.max_position={self.max_position} must be at least 1.")
 
     @abc.abstractmethod
     def build(self, model: "ModelConfig", rngs: nnx.Rngs) -> PositionalEncoding:

@@ -39,11 +39,19 @@ class Learned(EncodingSpec):
 
     @property
     def max_positions(self) -> int:
-        return self.max_len
+        return self.max_len if not self.randomized else min(self.max_len, self.max_position)
 
     def validate(self, model) -> None:
+        super().validate(model)
         if self.max_len < 1:
             raise ConfigError(f"encoding.max_len={self.max_len} must be at least 1.")
+        if self.randomized and self.max_len < self.max_position:
+            raise ConfigError(
+                f"encoding.randomized=true draws positions up to encoding.max_position-1="
+                f"{self.max_position - 1}, but the learned table has only encoding.max_len="
+                f"{self.max_len} rows. Set encoding.max_len={self.max_position} (or lower "
+                f"encoding.max_position)."
+            )
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return LearnedEncoding(self.max_len, model.d_model, self.init_std, rngs)

@@ -76,6 +76,7 @@ class Rope(EncodingSpec):
     layout: str = "interleaved"
 
     def validate(self, model) -> None:
+        super().validate(model)
         if model.head_dim % 2:
             raise ConfigError(
                 f"RoPE rotates pairs of dimensions, but the head dimension is odd: "

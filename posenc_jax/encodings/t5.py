@@ -59,7 +59,7 @@ class T5Bias(PositionalEncoding):
         init = jax.nn.initializers.normal(stddev=init_std)
         self.table = nnx.Param(init(rngs.params(), (num_buckets, num_heads)))
 
-    def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
+    def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array, layer: int) -> jax.Array:
         relative = relative_positions(q_positions, k_positions)
         buckets = t5_relative_bucket(relative, self.bidirectional, self.num_buckets, self.max_distance)
         return jnp.moveaxis(self.table[...][buckets], -1, 1)  # [batch, heads, q, k]
@@ -73,6 +73,7 @@ class T5(EncodingSpec):
     init_std: float = 0.02
 
     def validate(self, model) -> None:
+        super().validate(model)
         if self.num_buckets < 4 or self.num_buckets % 4:
             raise ConfigError(
                 f"encoding.num_buckets={self.num_buckets} must be a positive multiple of 4 "

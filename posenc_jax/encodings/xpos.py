@@ -66,6 +66,7 @@ class Xpos(EncodingSpec):
     gamma: float = 0.4
 
     def validate(self, model) -> None:
+        super().validate(model)
         Rope(base=self.base).validate(model)  # same constraints: even head_dim, base > 1
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:

@@ -1,0 +1,72 @@
+"""KERPLE (Chi, Fan, Ramadge & Rudnicky 2022, "KERPLE: Kernelized Relative Positional Embedding
+for Length Extrapolation", §4), as in the authors' GPT-NeoX code (chijames/KERPLE).
+
+A conditionally positive definite kernel of the distance |i − j| becomes a logit bias, with two
+learned positive parameters per head and per layer:
+
+    logarithmic:  bias_h(i, j) = −r1_h · log(1 + r2_h · |i − j|)
+    power:        bias_h(i, j) = −r1_h · |i − j| ^ r2_h,            0 < r2_h ≤ 2
+
+Positivity is kept as in the authors' code: parameters are clamped to [0.01, ∞) (and the power
+exponent to [0.01, 2]) before use and after every optimizer step (`project_parameters`).
+Initialisation (authors' code): log — r1 ~ U[0, 2), r2 ~ U[0, 1); power — r1 ~ U[0, 1),
+r2 ~ U[0, 2). Parameters: r1, r2 [num_layers, heads]. The decoder only sees j ≤ i; an encoder
+gets the same kernel of |i − j| on both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
+from posenc_jax.errors import ConfigError
+
+VARIANTS = ("log", "power")
+EPS = 1e-2  # the authors' lower bound on both parameters
+MAX_POWER = 2.0  # the power kernel is conditionally positive definite only for r2 <= 2
+
+
+class KernelizedBias(PositionalEncoding):
+    def __init__(self, num_layers: int, num_heads: int, variant: str, rngs: nnx.Rngs):
+        self.variant = variant
+        r1_high, r2_high = (2.0, 1.0) if variant == "log" else (1.0, 2.0)
+        shape = (num_layers, num_heads)
+        self.r1 = nnx.Param(jax.random.uniform(rngs.params(), shape, maxval=r1_high))
+        self.r2 = nnx.Param(jax.random.uniform(rngs.params(), shape, maxval=r2_high))
+
+    def _clamped(self) -> tuple[jax.Array, jax.Array]:
+        r2_max = MAX_POWER if self.variant == "power" else None
+        return jnp.clip(self.r1[...], EPS), jnp.clip(self.r2[...], EPS, r2_max)
+
+    def project_parameters(self) -> None:
+        self.r1[...], self.r2[...] = self._clamped()
+
+    def logit_bias(self, q_positions, k_positions, layer):
+        r1, r2 = (p[layer][None, :, None, None] for p in self._clamped())  # [1, heads, 1, 1]
+        distance = jnp.abs(relative_positions(q_positions, k_positions)).astype(jnp.float32)[:, None]
+        if self.variant == "log":
+            return -r1 * jnp.log1p(r2 * distance)
+        # |i−j|^r2 through exp/log, with distance 0 handled apart so the gradient stays finite.
+        positive = distance > 0
+        powered = jnp.exp(r2 * jnp.log(jnp.where(positive, distance, 1.0)))
+        return -r1 * jnp.where(positive, powered, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kerple(EncodingSpec):
+    name = "kerple"
+    variant: str = "log"  # the paper's best on language modelling
+
+    def validate(self, model) -> None:
+        super().validate(model)
+        if self.variant not in VARIANTS:
+            raise ConfigError(
+                f"encoding.variant={self.variant!r} is unknown; valid choices are {list(VARIANTS)}."
+            )
+
+    def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
+        return KernelizedBias(model.num_layers, model.num_heads, self.variant, rngs)
