@@ -23,6 +23,7 @@ from posenc_jax import metrics
 from posenc_jax.config import OptimConfig, Settings
 from posenc_jax.model import Transformer
 from posenc_jax.positions import position_scheme
+from posenc_jax.tasks.base import Batch
 
 
 class TrainState(NamedTuple):
@@ -76,6 +77,16 @@ def init_state(settings: Settings) -> tuple[nnx.GraphDef, TrainState, optax.Grad
     return graphdef, state, optimizer
 
 
+def training_batch(settings: Settings, data_key: jax.Array, step: jax.Array) -> Batch:
+    """The batch of training step `step`: a pure function of (data_key, step)."""
+    task = settings.task
+    step_key = jax.random.fold_in(data_key, step)
+    length_key, sample_key = jax.random.split(step_key)
+    lengths = task.sample_lengths(length_key, settings.train.batch_size)
+    batch = task.sample(sample_key, lengths, task.train_max_len, settings.model.causal)
+    return position_scheme(settings.encoding, step_key, batch)
+
+
 def project_parameters(graphdef: nnx.GraphDef, params: Any) -> Any:
     """The parameters after the encoding's `project_parameters` (e.g. KERPLE's clamp to > 0)."""
     model = nnx.merge(graphdef, params)
@@ -87,8 +98,6 @@ def make_train_chunk(
     settings: Settings, graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, num_steps: int
 ) -> Callable[[TrainState], tuple[TrainState, metrics.Counts]]:
     """A jitted function that takes `num_steps` steps and returns the summed metric counts."""
-    task, causal = settings.task, settings.model.causal
-    batch_size, max_len = settings.train.batch_size, settings.task.train_max_len
 
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
@@ -96,10 +105,7 @@ def make_train_chunk(
         return counts.nll.sum() / jnp.maximum(counts.scored.sum(), 1.0), counts
 
     def one_step(state: TrainState, _):
-        step_key = jax.random.fold_in(state.data_key, state.step)
-        length_key, sample_key = jax.random.split(step_key)
-        batch = task.sample(sample_key, task.sample_lengths(length_key, batch_size), max_len, causal)
-        batch = position_scheme(settings.encoding, step_key, batch)
+        batch = training_batch(settings, state.data_key, state.step)
         (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = project_parameters(graphdef, optax.apply_updates(state.params, updates))

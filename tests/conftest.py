@@ -47,8 +47,27 @@ def perturb_encoding_parameters(model, scale: float = 0.1, seed: int = 0) -> Non
     Some encodings start from parameters that hide their structure (CoPE's position table is
     zeros, as in the official code); properties such as shift invariance or broken permutation
     symmetry must hold for generic parameter values, not only at initialisation."""
-    state = nnx.state(model.encoding, nnx.Param)
+    _perturb(model.encoding, scale, seed)
+
+
+def _perturb(module, scale: float, seed: int) -> None:
+    state = nnx.state(module, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(seed), max(len(leaves), 1))
     noisy = [leaf + scale * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys)]
-    nnx.update(model.encoding, jax.tree.unflatten(treedef, noisy))
+    nnx.update(module, jax.tree.unflatten(treedef, noisy))
+
+
+def build_encoding(name: str, *, causal: bool = False, d_model: int = 8, num_heads: int = 2,
+                   num_layers: int = 2, perturb: bool = True, **params):
+    """One encoding module on its own (no Transformer), optionally with perturbed parameters."""
+    from posenc_jax.config import ModelConfig
+    from posenc_jax.encodings import make_encoding
+
+    spec = make_encoding({"name": name, **params})
+    model = ModelConfig(d_model=d_model, num_heads=num_heads, num_layers=num_layers, causal=causal)
+    spec.validate(model)
+    module = spec.build(model, nnx.Rngs(0))
+    if perturb:
+        _perturb(module, 0.1, 1)
+    return module

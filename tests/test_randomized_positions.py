@@ -1,0 +1,89 @@
+"""Randomized positions (Ruoss et al. 2023): training positions are sorted, distinct and in
+range; evaluation positions are fixed by the seed; encodings without position ids refuse."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from posenc_jax.errors import ConfigError
+from posenc_jax.evaluate import evaluate
+from posenc_jax.run import run
+from posenc_jax.train import init_state, training_batch
+
+from conftest import make_settings
+
+RANDOMIZED = ["encoding.randomized=true", "encoding.max_position=64"]
+
+
+def _training_batch(settings, step):
+    """Step `step`'s training batch, and the same batch without randomized positions."""
+    _, state, _ = init_state(settings)
+    plain = dataclasses.replace(settings, encoding=dataclasses.replace(settings.encoding, randomized=False))
+    return training_batch(plain, state.data_key, step), training_batch(settings, state.data_key, step)
+
+
+@pytest.mark.parametrize("encoding", ["rope", "learned", "alibi"])
+def test_training_positions_are_sorted_distinct_and_in_range(encoding):
+    settings = make_settings(f"encoding={encoding}", "task=reverse", *RANDOMIZED,
+                             *(["encoding.max_len=64"] if encoding == "learned" else []))
+    for step in range(3):
+        plain, batch = _training_batch(settings, step)
+        assert (batch.inputs == plain.inputs).all()  # only the positions change
+        positions, real = np.asarray(batch.positions), np.asarray(batch.token_mask)
+        assert (positions[~real] == 0).all()
+        for row, mask in zip(positions, real):
+            used = row[mask]
+            assert (np.diff(used) > 0).all()  # sorted and distinct
+            assert used.min() >= 0 and used.max() < 64
+        # Not the plain 0..T-1 layout: some example has a gap.
+        assert (positions != np.asarray(plain.positions)).any()
+
+
+def test_training_positions_change_between_steps():
+    settings = make_settings("task=reverse", *RANDOMIZED)
+    first, second = (_training_batch(settings, step)[1].positions for step in (0, 1))
+    assert (np.asarray(first) != np.asarray(second)).any()
+
+
+def test_evaluation_is_reproducible_and_uses_randomized_positions():
+    settings = make_settings("task=copy", *RANDOMIZED)
+    graphdef, state, _ = init_state(settings)
+    first = evaluate(settings, graphdef, state.params)
+    second = evaluate(settings, graphdef, state.params)
+    assert first["token_acc"] == second["token_acc"]
+    plain = make_settings("task=copy")
+    assert evaluate(plain, graphdef, state.params)["token_acc"] != first["token_acc"]
+
+
+def test_lengths_past_max_position_are_reported_not_run():
+    # copy: an input of n tokens occupies 2n positions; 2n <= 20 only up to n = 10.
+    settings = make_settings("task=copy", "encoding.randomized=true", "encoding.max_position=20",
+                             "eval.max_len=12")
+    graphdef, state, _ = init_state(settings)
+    results = evaluate(settings, graphdef, state.params)
+    assert results["not_representable"] == [11, 12]
+    assert results["acc_ood"] is None and results["acc_ood_representable"] is not None
+
+
+@pytest.mark.parametrize("encoding", ["nope", "cope"])
+def test_encodings_without_position_ids_refuse_and_say_why(encoding):
+    with pytest.raises(ConfigError, match=r"reads no position ids"):
+        make_settings(f"encoding={encoding}", *RANDOMIZED)
+
+
+def test_learned_table_must_cover_max_position():
+    with pytest.raises(ConfigError, match=r"encoding.max_len=512 rows.*encoding.max_len=2048"):
+        make_settings("encoding=learned", "encoding.randomized=true")
+
+
+def test_training_longer_than_max_position_is_an_error():
+    with pytest.raises(ConfigError, match=r"encoding.max_position"):
+        make_settings("task=copy", "encoding.randomized=true", "encoding.max_position=8")
+
+
+def test_a_randomized_run_completes(tmp_path):
+    settings = make_settings("task=reverse", *RANDOMIZED, "train.steps=10", "train.log_every=5")
+    results = run(settings, tmp_path, show_progress=False)
+    assert results["status"] == "completed"
+    assert results["config"]["encoding"]["randomized"] is True
