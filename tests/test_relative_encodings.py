@@ -81,23 +81,49 @@ def test_deberta_delta_cases():
     assert [_deberta_delta(d, 2) for d in (-5, -2, -1, 0, 1, 2, 9)] == [0, 0, 1, 2, 3, 3, 3]
 
 
-@pytest.mark.parametrize("c2p, p2c, terms", [(True, True, 3), (True, False, 2), (False, True, 2)])
-def test_deberta_matches_the_per_pair_formula(c2p, p2c, terms):
-    kmax, layer = 4, 1
-    module = build_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax, c2p=c2p, p2c=p2c)
-    q, k, _ = _qkv()
+def _deberta_reference(module, q, k, positions, kmax, c2p=True, p2c=True, layer=1):
     table = _p(module, "table")
     position_keys = np.einsum("rm,mhd->rhd", table, _p(module, "key_projection", layer))
     position_queries = np.einsum("rm,mhd->rhd", table, _p(module, "query_projection", layer)) + _p(module, "query_bias", layer)
     expected = np.zeros((B, H, T, T))
     for b, h, i, j in np.ndindex(B, H, T, T):
-        delta = _deberta_delta(POSITIONS[b, i] - POSITIONS[b, j], kmax)
+        delta = _deberta_delta(positions[b, i] - positions[b, j], kmax)
         score = q[b, i, h] @ k[b, j, h]
         score += c2p * (q[b, i, h] @ position_keys[delta, h])
         # The official code's position→content row is δ(i, j) too (the paper writes δ(j, i)).
         score += p2c * (k[b, j, h] @ position_queries[delta, h])
-        expected[b, h, i, j] = score / math.sqrt(terms * D_HEAD)
-    np.testing.assert_allclose(_logits(module, q, k, layer=layer), expected, rtol=1e-5, atol=1e-5)
+        expected[b, h, i, j] = score / math.sqrt((1 + c2p + p2c) * D_HEAD)
+    return expected
+
+
+@pytest.mark.parametrize("c2p, p2c", [(True, True), (True, False), (False, True)])
+def test_deberta_matches_the_per_pair_formula(c2p, p2c):
+    kmax = 4  # distances in POSITIONS reach 40: clipped on both sides
+    module = build_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax, c2p=c2p, p2c=p2c)
+    q, k, _ = _qkv()
+    expected = _deberta_reference(module, q, k, POSITIONS, kmax, c2p, p2c)
+    np.testing.assert_allclose(_logits(module, q, k), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_deberta_scores_only_the_rows_that_slot_positions_can_reach():
+    # k = 16 > T = 7: only rows of |i − j| < 7 are scored (DeBERTa's att_span), same numbers.
+    kmax = 16
+    module = build_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax)
+    q, k, _ = _qkv()
+    positions = np.broadcast_to(np.arange(T) + 5, (B, T))
+    p = jnp.asarray(positions)
+    actual = np.asarray(module.attention_logits(jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), 1))
+    np.testing.assert_allclose(actual, _deberta_reference(module, q, k, positions, kmax), rtol=1e-5, atol=1e-5)
+    # Distances that slot positions cannot have (POSITIONS has gaps) are NaN, never a wrong row.
+    i_minus_j = POSITIONS[:, :, None] - POSITIONS[:, None, :]
+    outside_span = (i_minus_j >= T) | (i_minus_j < -T)  # the kept rows cover −T <= i − j < T
+    assert outside_span.any()
+    np.testing.assert_array_equal(np.isnan(_logits(module, q, k)), np.broadcast_to(outside_span[:, None], (B, H, T, T)))
+    # With randomized positions every row up to max_position is kept.
+    randomized = build_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax,
+                                randomized=True, max_position=64)
+    np.testing.assert_allclose(_logits(randomized, q, k), _deberta_reference(randomized, q, k, POSITIONS, kmax),
+                               rtol=1e-5, atol=1e-5)
 
 
 # --- Transformer-XL (Dai et al. 2019) -------------------------------------------------------

@@ -35,8 +35,10 @@ from posenc_jax.errors import ConfigError
 
 class DisentangledAttention(PositionalEncoding):
     def __init__(self, num_layers: int, d_model: int, num_heads: int, max_distance: int,
-                 content_to_position: bool, position_to_content: bool, rngs: nnx.Rngs):
+                 content_to_position: bool, position_to_content: bool, position_limit: int | None,
+                 rngs: nnx.Rngs):
         self.max_distance = max_distance
+        self.position_limit = position_limit
         self.content_to_position = content_to_position
         self.position_to_content = position_to_content
         init = jax.nn.initializers.normal(stddev=0.02)
@@ -49,16 +51,20 @@ class DisentangledAttention(PositionalEncoding):
 
     def attention_logits(self, q, k, q_positions, k_positions, mask, layer):
         k_max = self.max_distance
-        # δ(i, j) = clip(i − j, −k, k − 1) + k; relative_positions gives j − i.
-        rows = jnp.clip(-relative_positions(q_positions, k_positions), -k_max, k_max - 1) + k_max
+        # Only the rows of distances that can occur are scored, as DeBERTa's own att_span does:
+        # positions are slot indices, |i − j| < k_len, unless randomized (< max_position). A
+        # distance outside the span would pick a missing row and give NaN, never a wrong one.
+        span = min(k_max, self.position_limit or k.shape[1])
+        table = self.table[k_max - span : k_max + span]
+        # δ(i, j) = clip(i − j, −k, k − 1) + k, counted from the first kept row; relative_positions gives j − i.
+        rows = jnp.clip(-relative_positions(q_positions, k_positions), -k_max, k_max - 1) + span
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
         if self.content_to_position:
-            position_keys = jnp.einsum("rm,mhd->rhd", self.table[...], self.key_projection[layer])
+            position_keys = jnp.einsum("rm,mhd->rhd", table, self.key_projection[layer])
             logits += pick_per_key(jnp.einsum("bqhd,rhd->bhqr", q, position_keys), rows)
         if self.position_to_content:
             position_queries = (
-                jnp.einsum("rm,mhd->rhd", self.table[...], self.query_projection[layer])
-                + self.query_bias[layer]
+                jnp.einsum("rm,mhd->rhd", table, self.query_projection[layer]) + self.query_bias[layer]
             )
             # Score every key against every position query, then pick, for key j and query i,
             # the row δ(i, j): the same gather with the roles of the two axes swapped.
@@ -87,4 +93,4 @@ class Deberta(EncodingSpec):
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return DisentangledAttention(model.num_layers, model.d_model, model.num_heads,
-                                     self.max_distance, self.c2p, self.p2c, rngs)
+                                     self.max_distance, self.c2p, self.p2c, self.max_positions, rngs)

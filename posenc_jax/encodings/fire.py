@@ -50,7 +50,9 @@ class FunctionalInterpolation(PositionalEncoding):
         self.b1 = nnx.Param(_torch_linear_init(rngs.params(), (num_layers, width), fan_in=1))
         self.w2 = nnx.Param(_torch_linear_init(rngs.params(), (num_layers, width, num_heads), fan_in=width))
         self.b2 = nnx.Param(_torch_linear_init(rngs.params(), (num_layers, num_heads), fan_in=width))
-        self.c = nnx.Param(jnp.full((num_layers,), init_c))
+        # An explicit dtype: jnp.full of a Python float is weakly typed, the optimizer's update
+        # is not, and the changed type would recompile the training step once more.
+        self.c = nnx.Param(jnp.full((num_layers,), init_c, jnp.float32))
         self.threshold_scale = nnx.Param(jnp.ones((num_layers,)))
 
     def logit_bias(self, q_positions, k_positions, layer):
