@@ -62,10 +62,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. task=reverse")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; overrides: {args.overrides or 'none'}")
-    print(f"{'encoding':<12} {'steps/s':>9} {'1st dispatch s':>15} {'eval s':>8} {'eval lengths':>13} {'eval compiles':>14}")
+    print(f"{'encoding':<15} {'steps/s':>9} {'1st dispatch s':>15} {'eval s':>8} {'eval lengths':>13} {'eval compiles':>14}")
     for name in args.encodings:
         r = measure([f"encoding={name}", *args.overrides], args.steps)
-        print(f"{name:<12} {r['steps_per_s']:9.1f} {r['first_dispatch_s']:15.2f} {r['eval_s']:8.2f} "
+        print(f"{name:<15} {r['steps_per_s']:9.1f} {r['first_dispatch_s']:15.2f} {r['eval_s']:8.2f} "
               f"{r['eval_lengths']:13d} {r['eval_compilations']:14d}")
 
 
