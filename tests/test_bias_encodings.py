@@ -64,6 +64,22 @@ def test_t5_attention_bias_looks_up_one_table_by_bucket():
     assert not np.allclose(bias[:, 0, 0], bias[:, 0, 1])
 
 
-def test_attention_bias_rejects_encodings_without_a_bias():
-    with pytest.raises(ConfigError, match=r"'rope' adds no content-independent bias.*\['alibi', 't5'\]"):
-        attention_bias("rope", 4, 4, 2)
+@pytest.mark.parametrize("encoding", ["alibi", "t5", "kerple", "fire"])
+def test_attention_bias_serves_every_content_independent_bias(encoding):
+    bias = np.asarray(attention_bias(encoding, 5, 7, 3, seed=2))
+    assert bias.shape == (3, 5, 7) and np.isfinite(bias).all()
+
+
+@pytest.mark.parametrize("encoding", ["kerple", "fire"])
+def test_per_layer_biases_differ_between_layers(encoding):
+    first, second = (np.asarray(attention_bias(encoding, 6, 6, 2, layer=layer)) for layer in (0, 1))
+    assert np.max(np.abs(first - second)) > 1e-3
+    with pytest.raises(ConfigError, match=r"layer=2 is out of range"):
+        attention_bias(encoding, 6, 6, 2, layer=2)
+
+
+@pytest.mark.parametrize("encoding", ["rope", "shaw", "cope"])
+def test_attention_bias_rejects_encodings_without_a_bias(encoding):
+    expected = r"\['alibi', 'fire', 'kerple', 't5'\]"
+    with pytest.raises(ConfigError, match=rf"'{encoding}' adds no content-independent bias.*{expected}"):
+        attention_bias(encoding, 4, 4, 2)

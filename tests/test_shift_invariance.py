@@ -1,5 +1,9 @@
 """Relative encodings see only differences of positions: shifting every position changes nothing.
-Absolute encodings see positions themselves, so a shift changes the outputs."""
+Absolute encodings see positions themselves, so a shift changes the outputs.
+
+CoPE reads no positions at all (unchanged); FIRE is relative while positions stay below its
+threshold L = 512, which a shift by 37 respects (past L it is not: see test_relative_encodings).
+Encoding parameters are perturbed first, so the property is not an accident of initialisation."""
 
 import jax
 import jax.numpy as jnp
