@@ -1,5 +1,7 @@
 """Task samplers against plain-Python rules, in both model modes, at edge lengths too."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,13 +10,26 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from posenc_jax.errors import ConfigError
 from posenc_jax.tasks import ANSWER_ID, NUM_SPECIAL, PAD_ID, available, make_task
+from posenc_jax.tasks.regular import evaluate_modular
 
 from conftest import make_settings
+
+def _modular_arithmetic(tokens, modulus=5):
+    symbols = [str(t) if t < modulus else "+-*_"[t - modulus] for t in tokens]
+    assert symbols[::2] == [s for s in symbols[::2] if s.isdigit()], symbols  # residues at even slots
+    if symbols[-1] == "_":
+        symbols = symbols[:-1]
+    return [eval("".join(symbols)) % modulus]  # Python: * before + and −, % is non-negative
+
 
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
     "word_order": lambda tokens: [int(list(tokens) == sorted(tokens))],
+    "even_pairs": lambda bits: [sum(a != b for a, b in zip(bits, bits[1:])) % 2],
+    "parity": lambda bits: [sum(bits) % 2],
+    "cycle_navigation": lambda moves: [sum(m - 1 for m in moves) % 5],
+    "modular_arithmetic": _modular_arithmetic,
 }
 
 
@@ -113,8 +128,18 @@ def test_examples_do_not_depend_on_padding(name):
 
 
 def test_unknown_task_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"Unknown task 'sorting'; valid choices are \['copy', 'reverse', 'word_order'\]"):
+    with pytest.raises(ConfigError, match=rf"Unknown task 'sorting'; valid choices are {re.escape(str(available()))}"):
         make_task({"name": "sorting"})
+
+
+def test_modular_arithmetic_worked_examples():
+    """Delétang et al.'s examples (modulo 5), encoded: residues 0-4, then + − * _ as 5-8."""
+    encode = lambda text: [int(c) if c.isdigit() else 5 + "+-*_".index(c) for c in text.split()]
+    for text, value in [("1 + 2 * 3", 2), ("1 - 1 - 1", 4), ("0 * 1 + 4 * 3 - 2", 0), ("3 * 4 _", 2)]:
+        tokens = encode(text)
+        residues = jnp.asarray([[t if i % 2 == 0 else 0 for i, t in enumerate(tokens)]])
+        operators = jnp.asarray([[t - 5 if i % 2 else 0 for i, t in enumerate(tokens)]])
+        assert int(evaluate_modular(residues, operators, jnp.asarray([len(tokens)]), 5)[0]) == value, text
 
 
 def test_bad_training_range_is_a_clear_error():

@@ -50,11 +50,12 @@ class TaskSpec(Spec, abc.ABC):
 
     train_min_len: int = 1
     train_max_len: int = 16
-    vocab_size: int = 16
 
-    # Class-level facts about a task (not user parameters).
+    # Class-level facts about a task (not user parameters). A task whose alphabet is a
+    # parameter declares `vocab_size` as a dataclass field instead.
     min_len = 1  # the shortest input the rule is defined for
     kind = "sequence"  # "classification" (one answer) or "sequence" (per-token answers)
+    vocab_size = 16  # input tokens are 0 .. vocab_size-1
 
     @property
     def num_outputs(self) -> int:
@@ -98,6 +99,20 @@ class TaskSpec(Spec, abc.ABC):
             )
         if self.vocab_size < 2:
             raise ConfigError(f"task.vocab_size={self.vocab_size} must be at least 2.")
+
+
+class ClassificationTask(TaskSpec, abc.ABC):
+    """A task with one answer per example: a class in [0, num_classes)."""
+
+    kind = "classification"
+    num_classes = 2
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def answer_len(self, n):
+        return jnp.ones_like(n) if isinstance(n, jax.Array) else 1
 
 
 def column_uniform(key: jax.Array, batch: int, max_len: int) -> jax.Array:

@@ -19,6 +19,7 @@ from posenc_jax.tasks.base import TaskSpec, uniform_tokens
 @dataclasses.dataclass(frozen=True)
 class Copy(TaskSpec):
     name = "copy"
+    vocab_size: int = 16
 
     def generate(self, key, lengths, max_len):
         content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)
@@ -28,6 +29,7 @@ class Copy(TaskSpec):
 @dataclasses.dataclass(frozen=True)
 class Reverse(TaskSpec):
     name = "reverse"
+    vocab_size: int = 16
 
     def generate(self, key, lengths, max_len):
         content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)

@@ -23,23 +23,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.tasks.base import TaskSpec, column_uniform
+from posenc_jax.tasks.base import ClassificationTask, column_uniform
 
 
 @dataclasses.dataclass(frozen=True)
-class WordOrder(TaskSpec):
+class WordOrder(ClassificationTask):
     name = "word_order"
     min_len = 2  # a swap needs two tokens
-    kind = "classification"
 
     train_min_len: int = 2
-
-    @property
-    def num_outputs(self) -> int:
-        return 2
-
-    def answer_len(self, n):
-        return jnp.ones_like(n) if isinstance(n, jax.Array) else 1
+    vocab_size: int = 16
 
     def generate(self, key, lengths, max_len):
         batch = lengths.shape[0]
