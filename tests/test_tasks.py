@@ -22,6 +22,14 @@ def _modular_arithmetic(tokens, modulus=5):
     return [eval("".join(symbols)) % modulus]  # Python: * before + and −, % is non-negative
 
 
+def _missing_duplicate(tokens):
+    half = len(tokens) // 2
+    first, second, pad = tokens[:half], tokens[half : 2 * half], tokens[2 * half :]
+    assert pad == [3] * (len(tokens) % 2) and (first + second).count(2) == 1, tokens
+    assert all(a == b for a, b in zip(first, second) if 2 not in (a, b)), tokens  # w w
+    return [second[first.index(2)] if 2 in first else first[second.index(2)]]
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -30,6 +38,10 @@ RULES = {
     "parity": lambda bits: [sum(bits) % 2],
     "cycle_navigation": lambda moves: [sum(m - 1 for m in moves) % 5],
     "modular_arithmetic": _modular_arithmetic,
+    "duplicate_string": lambda tokens: list(tokens) * 2,
+    "odds_first": lambda tokens: list(tokens[0::2]) + list(tokens[1::2]),
+    "bucket_sort": lambda tokens: sorted(tokens),
+    "missing_duplicate": _missing_duplicate,
 }
 
 
