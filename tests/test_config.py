@@ -23,7 +23,7 @@ def test_unknown_encoding_names_the_valid_choices():
 
 
 def test_unknown_encoding_parameter_names_the_valid_parameters():
-    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['theta'\] in encoding 'rope'; valid keys are \['base', 'layout'\]"):
+    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['theta'\] in encoding 'rope'; valid keys are \['randomized', 'max_position', 'base', 'layout'\]"):
         make_encoding({"name": "rope", "theta": 500000.0})
 
 
