@@ -30,6 +30,16 @@ def _missing_duplicate(tokens):
     return [second[first.index(2)] if 2 in first else first[second.index(2)]]
 
 
+def _binary_operation(tokens, operation):
+    """Operands little-endian around the operator 2; the result little-endian, then the
+    terminator 2 (the slots after it are not scored, so they do not appear here)."""
+    cut = tokens.index(2)
+    a, b = tokens[:cut], tokens[cut + 1 :]
+    assert a and b and 2 not in b and any(a) and any(b), tokens  # nonzero operands
+    value = operation(int("".join(map(str, reversed(a))), 2), int("".join(map(str, reversed(b))), 2))
+    return [int(bit) for bit in reversed(f"{value:b}")] + [2]
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -42,6 +52,8 @@ RULES = {
     "odds_first": lambda tokens: list(tokens[0::2]) + list(tokens[1::2]),
     "bucket_sort": lambda tokens: sorted(tokens),
     "missing_duplicate": _missing_duplicate,
+    "binary_addition": lambda tokens: _binary_operation(tokens, lambda a, b: a + b),
+    "binary_multiplication": lambda tokens: _binary_operation(tokens, lambda a, b: a * b),
 }
 
 
@@ -56,15 +68,17 @@ def _examples(task, batch):
 
 def _check_batch(task, batch, causal):
     inputs, positions = np.asarray(batch.inputs), np.asarray(batch.positions)
-    token_mask = np.asarray(batch.token_mask)
+    token_mask, target_mask = np.asarray(batch.token_mask), np.asarray(batch.target_mask)
     for content, answers, row in _examples(task, batch):
         n, m = len(content), len(answers)
+        slots = task.answer_len(n)  # answer slots; the first m are scored
         assert all(0 <= t < task.vocab_size for t in content)
         assert answers == RULES[task.name](content), (content, answers)
+        assert list(target_mask[row, n : n + slots]) == [True] * m + [False] * (slots - m)
         # Shared layout: answers start at slot n, positions count up, padding is masked.
-        assert token_mask[row].sum() == n + m
-        assert list(positions[row, : n + m]) == list(range(n + m))
-        assert (positions[row, n + m :] == 0).all() and (inputs[row, n + m :] == PAD_ID).all()
+        assert token_mask[row].sum() == n + slots
+        assert list(positions[row, : n + slots]) == list(range(n + slots))
+        assert (positions[row, n + slots :] == 0).all() and (inputs[row, n + slots :] == PAD_ID).all()
         assert inputs[row, n] == ANSWER_ID
         expected_rest = [a + NUM_SPECIAL for a in answers[:-1]] if causal else [ANSWER_ID] * (m - 1)
         assert list(inputs[row, n + 1 : n + m]) == expected_rest

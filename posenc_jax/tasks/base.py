@@ -85,10 +85,15 @@ class TaskSpec(Spec, abc.ABC):
         """Training lengths, uniform on [train_min_len, train_max_len]: [batch_size] int32."""
         return jax.random.randint(key, (batch_size,), self.train_min_len, self.train_max_len + 1)
 
+    def scored(self, answers: jax.Array) -> jax.Array | None:
+        """Which answer slots count in the loss and the metrics, [B, M] bool; None = all of
+        them. Tasks whose answer ends with a terminator leave the padding after it unscored."""
+        return None
+
     def sample(self, key: jax.Array, lengths: jax.Array, max_len: int, causal: bool) -> Batch:
         """A batch of examples with the given input lengths, padded to `max_len` (static)."""
         content, answers = self.generate(key, lengths, max_len)
-        return layout(content, answers, lengths, self.answer_len(lengths), causal)
+        return layout(content, answers, lengths, self.answer_len(lengths), causal, self.scored(answers))
 
     def validate(self) -> None:
         if not self.min_len <= self.train_min_len <= self.train_max_len:
@@ -133,9 +138,13 @@ def uniform_tokens(key: jax.Array, batch: int, max_len: int, vocab_size: int) ->
 
 
 def layout(
-    content: jax.Array, answers: jax.Array, lengths: jax.Array, answer_lengths: jax.Array, causal: bool
+    content: jax.Array, answers: jax.Array, lengths: jax.Array, answer_lengths: jax.Array, causal: bool,
+    scored: jax.Array | None = None,
 ) -> Batch:
-    """Place content [B, N] and answers [B, M] into the shared [B, N + M] layout (see module doc)."""
+    """Place content [B, N] and answers [B, M] into the shared [B, N + M] layout (see module doc).
+
+    `scored` [B, M] bool marks the answers that count (default: all); the others still occupy
+    their slots, as inputs in decoder mode, but are not targets."""
     batch, max_len = content.shape
     max_answers = answers.shape[1]
     slot = jnp.arange(max_len + max_answers)[None, :]
@@ -153,11 +162,14 @@ def layout(
         answer_inputs = jnp.full_like(targets, ANSWER_ID)
     inputs = jnp.where(is_content, content_ids + NUM_SPECIAL, jnp.where(is_answer, answer_inputs, PAD_ID))
     token_mask = is_content | is_answer
+    target_mask = is_answer
+    if scored is not None:
+        target_mask = is_answer & jnp.take_along_axis(scored, jnp.clip(answer_index, 0, max_answers - 1), axis=1)
     return Batch(
         inputs=inputs.astype(jnp.int32),
         positions=jnp.where(token_mask, slot, 0).astype(jnp.int32),
-        targets=jnp.where(is_answer, targets, 0).astype(jnp.int32),
-        target_mask=is_answer,
+        targets=jnp.where(target_mask, targets, 0).astype(jnp.int32),
+        target_mask=target_mask,
         token_mask=token_mask,
         lengths=lengths.astype(jnp.int32),
     )
