@@ -1,5 +1,6 @@
 """Task samplers against plain-Python rules, in both model modes, at edge lengths too."""
 
+import math
 import re
 
 import jax
@@ -54,6 +55,7 @@ RULES = {
     "missing_duplicate": _missing_duplicate,
     "binary_addition": lambda tokens: _binary_operation(tokens, lambda a, b: a + b),
     "binary_multiplication": lambda tokens: _binary_operation(tokens, lambda a, b: a * b),
+    "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
 }
 
 

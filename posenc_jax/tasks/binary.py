@@ -7,8 +7,10 @@ as in google-deepmind/neural_networks_chomsky_hierarchy, with jittable samplers.
                             001+01101 (4 + 22) -> 01011 $ 000  (26)
     binary_multiplication:  a * b, the same format, n answer slots.
                             001*01101 (4 * 22) -> 0001101 $ 0  (88)
+    compute_sqrt:           floor(sqrt(x)) of a big-endian x, big-endian in ceil(n/2) bits.
+                            100101 (37) -> 110 (6)
 
-An input of length n splits as in the reference: the first operand has a length uniform on
+For the two operations, an input of length n splits as in the reference: the first operand has a length uniform on
 [1, n − 2], the second the rest; each operand is uniform on [1, 2^len − 1] (leading zeros
 allowed, value never 0). As in the reference, answer slots after the terminator are padding
 and not scored. Shortest input: 3 (two one-bit operands and the operator).
@@ -29,29 +31,26 @@ TERMINATOR = 2  # ends the result in the answer
 _DRAWS = 16  # candidate bit strings per operand, for a nonzero value (see `_operands`)
 
 
-def _operands(key: jax.Array, lengths: jax.Array, max_len: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The two operands as little-endian bit rows [B, max_len] (zero past their length), and
-    the first one's length [B].
+def _nonzero_bits(key: jax.Array, lengths: jax.Array, max_len: int) -> jax.Array:
+    """Bit rows [B, max_len], uniform over the nonzero strings of each row's length (zero past it).
 
-    A value uniform on [1, 2^len − 1] is a uniform bit string that is not all zeros: the first
-    nonzero of 16 independent draws. If all 16 are zero (probability 2^-16 for one bit, where
-    the only nonzero value is 1, and <= 2^-32 from two bits on) the value is 1."""
+    The first nonzero of 16 independent uniform draws; if all 16 are zero (probability 2^-16
+    for one bit, where the only nonzero string is 1, and <= 2^-32 from two bits on), the
+    string 1 (lowest bit set). Columns are drawn one by one, so rows do not depend on max_len."""
     batch = lengths.shape[0]
-    split_key, *draw_keys = jax.random.split(key, 3)
-    first_len = jax.random.randint(split_key, (batch,), 1, lengths - 1)  # uniform on [1, n − 2]
     index = jnp.arange(max_len)[None, :]
+    inside = index < lengths[:, None]
+    draws = jnp.stack([uniform_tokens(jax.random.fold_in(key, r), batch, max_len, 2)
+                       for r in range(_DRAWS)], axis=1) * inside[:, None]  # [B, draws, max_len]
+    found = draws.any(axis=2)
+    chosen = jnp.take_along_axis(draws, jnp.argmax(found, axis=1)[:, None, None], axis=1)[:, 0]
+    return jnp.where(found.any(axis=1)[:, None], chosen, (index == 0).astype(chosen.dtype))
 
-    def nonzero(draw_key, length):
-        inside = index < length[:, None]
-        draws = jnp.stack([uniform_tokens(jax.random.fold_in(draw_key, r), batch, max_len, 2)
-                           for r in range(_DRAWS)], axis=1) * inside[:, None]  # [B, draws, max_len]
-        found = draws.any(axis=2)
-        first = jnp.argmax(found, axis=1)
-        chosen = jnp.take_along_axis(draws, first[:, None, None], axis=1)[:, 0]
-        one = (index == 0).astype(chosen.dtype)
-        return jnp.where(found.any(axis=1)[:, None], chosen, one)
 
-    return nonzero(draw_keys[0], first_len), nonzero(draw_keys[1], lengths - 1 - first_len), first_len
+def _operands(key: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Operand lengths as in the reference: the first uniform on [1, n − 2], the second n − 1 − it."""
+    first_len = jax.random.randint(key, lengths.shape, 1, lengths - 1)
+    return first_len, lengths - 1 - first_len
 
 
 def _expression(a: jax.Array, b: jax.Array, first_len: jax.Array) -> jax.Array:
@@ -92,7 +91,9 @@ class _BinaryOperation(TaskSpec):
         return jnp.arange(answers.shape[1])[None, :] <= terminator_at
 
     def generate(self, key, lengths, max_len):
-        a, b, first_len = _operands(key, lengths, max_len)
+        split_key, a_key, b_key = jax.random.split(key, 3)
+        first_len, second_len = _operands(split_key, lengths)
+        a, b = _nonzero_bits(a_key, first_len, max_len), _nonzero_bits(b_key, second_len, max_len)
         return _expression(a, b, first_len), _terminated(self.result_bits(a, b), self.answer_len(max_len))
 
     @abc.abstractmethod
@@ -119,3 +120,66 @@ class BinaryMultiplication(_BinaryOperation):
         # Column k of the long multiplication: Σ_i a_i · b_(k−i).
         columns = jax.vmap(lambda x, y: jnp.convolve(x, y, mode="full"))(a, b)
         return _propagate_carries(columns)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeSqrt(TaskSpec):
+    """floor(sqrt(x)) of a big-endian binary number x uniform on [1, 2^n − 1] (n bits, leading
+    zeros allowed), answered big-endian in ceil(n/2) bits: 100101 (37) -> 110 (6)."""
+
+    name = "compute_sqrt"
+    vocab_size = 2
+
+    def answer_len(self, n):
+        return (n + 1) // 2
+
+    def generate(self, key, lengths, max_len):
+        little = _nonzero_bits(key, lengths, max_len)  # x, least significant bit first
+        index = jnp.arange(max_len)[None, :]
+        content = jnp.take_along_axis(little, jnp.clip(lengths[:, None] - 1 - index, 0, max_len - 1), axis=1)
+        root = integer_sqrt(little, self.answer_len(max_len))
+        digits = self.answer_len(lengths)[:, None]
+        slot = jnp.arange(self.answer_len(max_len))[None, :]
+        answers = jnp.take_along_axis(root, jnp.clip(digits - 1 - slot, 0, root.shape[1] - 1), axis=1)
+        return jnp.where(index < lengths[:, None], content, 0), answers
+
+
+def integer_sqrt(x: jax.Array, root_bits: int) -> jax.Array:
+    """floor(sqrt(x)) for little-endian bit rows x [B, W] with sqrt(x) < 2^root_bits.
+
+    Bit by bit from the top, keeping the remainder r = x − y²: setting bit k of y adds
+    t = y·2^(k+1) + 2^(2k) to y² (y has no bits at k or below yet, so t is y shifted with
+    bit 2k set, no addition needed); keep the bit if t <= r. -> [B, root_bits] little-endian."""
+    batch, width = x.shape
+    width = max(width, 2 * root_bits + 1)
+    x = jnp.pad(x, ((0, 0), (0, width - x.shape[1])))
+    index = jnp.arange(width)[None, :]
+
+    def step(state, k):
+        remainder, root = state
+        shifted = jnp.take_along_axis(root, jnp.clip(index - (k + 1), 0, width - 1), axis=1)
+        trial = jnp.where(index >= k + 1, shifted, 0) | (index == 2 * k)
+        keep = ~_greater(trial, remainder)
+        remainder = jnp.where(keep[:, None], _subtract(remainder, trial), remainder)
+        root = jnp.where(keep[:, None] & (index == k), 1, root)
+        return (remainder, root), None
+
+    root = jnp.zeros_like(x)
+    (_, root), _ = jax.lax.scan(step, (x, root), jnp.arange(root_bits - 1, -1, -1))
+    return root[:, :root_bits]
+
+
+def _greater(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a > b for little-endian bit rows [B, W] -> [B] bool: decided by the highest differing bit."""
+    differ = a != b
+    highest = a.shape[1] - 1 - jnp.argmax(differ[:, ::-1], axis=1)
+    return differ.any(axis=1) & (jnp.take_along_axis(a, highest[:, None], axis=1)[:, 0] == 1)
+
+
+def _subtract(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a − b for little-endian bit rows with a >= b, rippling the borrow from the low end."""
+    def step(borrow, bits):
+        difference = bits[0] - bits[1] - borrow
+        return (difference < 0).astype(difference.dtype), difference % 2
+    _, out = jax.lax.scan(step, jnp.zeros_like(a[:, 0]), jnp.stack([a.T, b.T], axis=1))
+    return out.T
