@@ -41,6 +41,20 @@ def _binary_operation(tokens, operation):
     return [int(bit) for bit in reversed(f"{value:b}")] + [2]
 
 
+def _stack_manipulation(tokens):
+    """Bits first (the stack, bottom to top), then actions 2 = POP, 3 = PUSH 0, 4 = PUSH 1."""
+    split = next((i for i, t in enumerate(tokens) if t >= 2), len(tokens))
+    assert split >= 1 and all(t >= 2 for t in tokens[split:]), tokens
+    stack = list(tokens[:split])
+    for action in tokens[split:]:
+        if action == 2:
+            if stack:
+                stack.pop()
+        else:
+            stack.append(action - 3)
+    return stack[::-1] + [2]
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -55,6 +69,7 @@ RULES = {
     "missing_duplicate": _missing_duplicate,
     "binary_addition": lambda tokens: _binary_operation(tokens, lambda a, b: a + b),
     "binary_multiplication": lambda tokens: _binary_operation(tokens, lambda a, b: a * b),
+    "stack_manipulation": _stack_manipulation,
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
 }
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from posenc_jax.spec import build_spec
 from posenc_jax.tasks.base import ANSWER_ID, NUM_SPECIAL, PAD_ID, Batch, TaskSpec, layout
 from posenc_jax.tasks.binary import BinaryAddition, BinaryMultiplication, ComputeSqrt
+from posenc_jax.tasks.context_free import StackManipulation
 from posenc_jax.tasks.context_sensitive import BucketSort, DuplicateString, MissingDuplicate, OddsFirst
 from posenc_jax.tasks.copy_reverse import Copy, Reverse
 from posenc_jax.tasks.regular import CycleNavigation, EvenPairs, ModularArithmetic, Parity
@@ -20,7 +21,7 @@ REGISTRY: dict[str, type[TaskSpec]] = {
     spec.name: spec
     for spec in (WordOrder, Copy, Reverse, EvenPairs, Parity, CycleNavigation, ModularArithmetic,
                  DuplicateString, OddsFirst, BucketSort, MissingDuplicate, BinaryAddition,
-                 BinaryMultiplication, ComputeSqrt)
+                 BinaryMultiplication, ComputeSqrt, StackManipulation)
 }
 
 

@@ -120,6 +120,25 @@ class ClassificationTask(TaskSpec, abc.ABC):
         return jnp.ones_like(n) if isinstance(n, jax.Array) else 1
 
 
+class TerminatedTask(TaskSpec, abc.ABC):
+    """A task whose answer is a variable-length result, then a terminator, then 0s up to the
+    fixed number of answer slots; the slots after the terminator are padding and not scored
+    (Delétang et al.'s accuracy mask)."""
+
+    terminator = 2
+
+    def scored(self, answers):
+        terminator_at = jnp.argmax(answers == self.terminator, axis=1)[:, None]
+        return jnp.arange(answers.shape[1])[None, :] <= terminator_at
+
+    def terminated(self, values: jax.Array, result_lengths: jax.Array, num_answers: int) -> jax.Array:
+        """values[:, :result_length], the terminator, then 0s: [B, num_answers] int32."""
+        slot = jnp.arange(num_answers)[None, :]
+        body = jnp.take_along_axis(values, jnp.clip(slot, 0, values.shape[1] - 1), axis=1)
+        ends = result_lengths[:, None]
+        return jnp.where(slot < ends, body, jnp.where(slot == ends, self.terminator, 0)).astype(jnp.int32)
+
+
 def column_uniform(key: jax.Array, batch: int, max_len: int) -> jax.Array:
     """[batch, max_len] float32 uniform on [0, 1), drawn column by column.
 

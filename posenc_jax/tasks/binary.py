@@ -24,10 +24,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.tasks.base import TaskSpec, uniform_tokens
+from posenc_jax.tasks.base import TaskSpec, TerminatedTask, uniform_tokens
 
 OPERATOR = 2  # the `+` or `*` between the operands
-TERMINATOR = 2  # ends the result in the answer
 _DRAWS = 16  # candidate bit strings per operand, for a nonzero value (see `_operands`)
 
 
@@ -70,31 +69,25 @@ def _propagate_carries(columns: jax.Array) -> jax.Array:
     return bits.T
 
 
-def _terminated(bits: jax.Array, num_answers: int) -> jax.Array:
-    """bits without high zeros, then TERMINATOR, then 0s: [B, num_answers]."""
-    index = jnp.arange(bits.shape[1])[None, :]
-    significant = jnp.max(jnp.where(bits > 0, index + 1, 0), axis=1, keepdims=True)
-    slot = jnp.arange(num_answers)[None, :]
-    body = jnp.take_along_axis(bits, jnp.clip(slot, 0, bits.shape[1] - 1), axis=1)
-    return jnp.where(slot < significant, body, jnp.where(slot == significant, TERMINATOR, 0)).astype(jnp.int32)
+def _significant_length(bits: jax.Array) -> jax.Array:
+    """Number of bits up to the highest 1 (0 for zero): [B, W] -> [B]."""
+    return jnp.max(jnp.where(bits > 0, jnp.arange(bits.shape[1])[None, :] + 1, 0), axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class _BinaryOperation(TaskSpec):
+class _BinaryOperation(TerminatedTask):
     min_len = 3
     vocab_size = 3  # 0, 1, the operator
 
     train_min_len: int = 3
 
-    def scored(self, answers):
-        terminator_at = jnp.argmax(answers == TERMINATOR, axis=1)[:, None]
-        return jnp.arange(answers.shape[1])[None, :] <= terminator_at
-
     def generate(self, key, lengths, max_len):
         split_key, a_key, b_key = jax.random.split(key, 3)
         first_len, second_len = _operands(split_key, lengths)
         a, b = _nonzero_bits(a_key, first_len, max_len), _nonzero_bits(b_key, second_len, max_len)
-        return _expression(a, b, first_len), _terminated(self.result_bits(a, b), self.answer_len(max_len))
+        result = self.result_bits(a, b)
+        answers = self.terminated(result, _significant_length(result), self.answer_len(max_len))
+        return _expression(a, b, first_len), answers
 
     @abc.abstractmethod
     def result_bits(self, a: jax.Array, b: jax.Array) -> jax.Array:
