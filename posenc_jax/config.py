@@ -133,6 +133,14 @@ class Settings:
                 f"a range of lengths for task {self.task.name!r}: need "
                 f"{self.task.min_len} <= eval.min_len <= eval.max_len."
             )
+        longest = max(self.task.train_max_len, self.eval_max_len)
+        if self.task.max_len is not None and longest > self.task.max_len:
+            raise ConfigError(
+                f"Task {self.task.name!r} can generate inputs of at most {self.task.max_len} "
+                f"tokens with its parameters, but training or evaluation asks for {longest} "
+                f"(task.train_max_len={self.task.train_max_len}, eval.max_len={self.eval_max_len}). "
+                f"Lower them, or change the task's parameters (see its YAML)."
+            )
         # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
         train_positions = self.task.sequence_len(self.task.train_max_len)
         if not self.encoding.represents(train_positions):

@@ -55,6 +55,18 @@ def _stack_manipulation(tokens):
     return stack[::-1] + [2]
 
 
+def _associative_recall(tokens, num_keys=64, num_values=16):
+    filler = num_keys + num_values
+    if len(tokens) % 2 == 0:
+        assert tokens[0] == filler, tokens
+        tokens = tokens[1:]
+    *pairs, query = tokens
+    keys, values = pairs[0::2], pairs[1::2]
+    assert all(k < num_keys for k in keys + [query]) and all(num_keys <= v < filler for v in values)
+    assert len(set(keys)) == len(keys) and query in keys, tokens  # distinct keys, query is one
+    return [values[keys.index(query)] - num_keys]
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -70,6 +82,7 @@ RULES = {
     "binary_addition": lambda tokens: _binary_operation(tokens, lambda a, b: a + b),
     "binary_multiplication": lambda tokens: _binary_operation(tokens, lambda a, b: a * b),
     "stack_manipulation": _stack_manipulation,
+    "associative_recall": _associative_recall,
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
 }
 
@@ -188,3 +201,9 @@ def test_modular_arithmetic_worked_examples():
 def test_bad_training_range_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"train_min_len=9.*train_max_len=4"):
         make_settings("task.train_min_len=9", "task.train_max_len=4")
+
+
+def test_lengths_a_task_cannot_generate_are_a_clear_error():
+    # 4 distinct keys hold at most 4 pairs: inputs of at most 2·4 + 2 = 10 tokens.
+    with pytest.raises(ConfigError, match=r"'associative_recall' can generate inputs of at most 10 tokens.*asks for 32 \(task.train_max_len=8, eval.max_len=32\)"):
+        make_settings("task=associative_recall", "task.num_keys=4", "task.train_max_len=8", fast=False)

@@ -54,6 +54,7 @@ class TaskSpec(Spec, abc.ABC):
     # Class-level facts about a task (not user parameters). A task whose alphabet is a
     # parameter declares `vocab_size` as a dataclass field instead.
     min_len = 1  # the shortest input the rule is defined for
+    max_len = None  # the longest input the task can generate (None: any)
     kind = "sequence"  # "classification" (one answer) or "sequence" (per-token answers)
     vocab_size = 16  # input tokens are 0 .. vocab_size-1
 
