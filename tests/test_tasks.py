@@ -83,6 +83,7 @@ RULES = {
     "binary_multiplication": lambda tokens: _binary_operation(tokens, lambda a, b: a * b),
     "stack_manipulation": _stack_manipulation,
     "associative_recall": _associative_recall,
+    "count": lambda tokens: [int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))],
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
 }
 

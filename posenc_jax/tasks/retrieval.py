@@ -1,9 +1,10 @@
-"""Retrieval: find something stored earlier in the sequence.
+"""Retrieval and counting: find or count something stored earlier in the sequence.
 
     associative_recall:  key–value pairs, then one of the keys; answer its value (Ba et al.
                          2016, "Using Fast Weights to Attend to the Recent Past"; the recall
                          task of Zoology/H3). Keys within an example are distinct, so the
                          answer is unique.  k3 v7 k0 v2 k5 v1 | k0 -> v2
+    count:               tokens, then a query token; answer how often it occurs, in decimal.
 
 An input of length n holds ⌊(n − 1)/2⌋ pairs and the query key; an even n starts with a filler
 token. Keys come from num_keys symbols, values from num_values other symbols, so an input can
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.errors import ConfigError
-from posenc_jax.tasks.base import ClassificationTask, uniform_tokens
+from posenc_jax.tasks.base import ClassificationTask, TaskSpec, uniform_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,3 +71,50 @@ class AssociativeRecall(ClassificationTask):
         content = jnp.where(slot < 0, self.num_keys + self.num_values, content)
         answer = jnp.take_along_axis(values, query[:, None], axis=1)
         return content.astype(jnp.int32), answer
+
+
+def decimal_width(n):
+    """Digits of n in base 10 (n >= 1), for an int or an int array (up to 10^9)."""
+    return 1 + sum((n >= 10**k) * 1 for k in range(1, 10)) if isinstance(n, jax.Array) else len(str(n))
+
+
+def decimal_digits(values: jax.Array, width) -> jax.Array:
+    """values [B] written in base 10, most significant digit first, zero-padded to `width`
+    digits ([B] or int); [B, max_width] with max_width = max possible width, left-aligned."""
+    max_width = 10
+    place = jnp.arange(max_width)[None, :]
+    exponent = jnp.asarray(width)[..., None] - 1 - place  # digit j of a width-w number
+    power = jnp.where(exponent >= 0, 10 ** jnp.maximum(exponent, 0), 0)
+    return jnp.where(exponent >= 0, (values[:, None] // jnp.maximum(power, 1)) % 10, 0).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Count(TaskSpec):
+    """How often does the query token occur before it? x_1 … x_{n−1} q -> the count of q among
+    the x, in base 10, most significant digit first, zero-padded to the width of n − 1:
+    3 1 3 0 3 | 3 -> 3;  with n = 12: … -> 0 4. Decimal answers use the same ten digit symbols
+    at every length, so longer inputs need no unseen output classes."""
+
+    name = "count"
+    min_len = 2
+    train_min_len: int = 2
+    vocab_size: int = 16
+
+    @property
+    def num_outputs(self) -> int:
+        return 10
+
+    def answer_len(self, n):
+        return decimal_width(n - 1)
+
+    def generate(self, key, lengths, max_len):
+        batch = lengths.shape[0]
+        token_key, query_key = jax.random.split(key)
+        tokens = uniform_tokens(token_key, batch, max_len, self.vocab_size)
+        query = jax.random.randint(query_key, (batch, 1), 0, self.vocab_size)
+        index = jnp.arange(max_len)[None, :]
+        before_query = index < lengths[:, None] - 1
+        count = jnp.sum((tokens == query) & before_query, axis=1)
+        content = jnp.where(index == lengths[:, None] - 1, query, tokens)
+        answers = decimal_digits(count, decimal_width(lengths - 1))[:, : self.answer_len(max_len)]
+        return content, answers
