@@ -67,6 +67,15 @@ def _associative_recall(tokens, num_keys=64, num_values=16):
     return [values[keys.index(query)] - num_keys]
 
 
+def _index_lookup(tokens, num_symbols=16):
+    separator = tokens.index(num_symbols)
+    stored, digits = tokens[:separator], tokens[separator + 1 :]
+    assert len(digits) == len(str(len(tokens))) and all(num_symbols < d <= num_symbols + 10 for d in digits)
+    index = int("".join(str(d - num_symbols - 1) for d in digits))
+    assert all(t < num_symbols for t in stored) and index < len(stored), tokens
+    return [stored[index]]
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -83,6 +92,7 @@ RULES = {
     "binary_multiplication": lambda tokens: _binary_operation(tokens, lambda a, b: a * b),
     "stack_manipulation": _stack_manipulation,
     "associative_recall": _associative_recall,
+    "index_lookup": _index_lookup,
     "count": lambda tokens: [int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))],
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
 }

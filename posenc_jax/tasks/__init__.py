@@ -14,7 +14,7 @@ from posenc_jax.tasks.binary import BinaryAddition, BinaryMultiplication, Comput
 from posenc_jax.tasks.context_free import StackManipulation
 from posenc_jax.tasks.context_sensitive import BucketSort, DuplicateString, MissingDuplicate, OddsFirst
 from posenc_jax.tasks.copy_reverse import Copy, Reverse
-from posenc_jax.tasks.retrieval import AssociativeRecall, Count
+from posenc_jax.tasks.retrieval import AssociativeRecall, Count, IndexLookup
 from posenc_jax.tasks.regular import CycleNavigation, EvenPairs, ModularArithmetic, Parity
 from posenc_jax.tasks.word_order import WordOrder
 
@@ -23,7 +23,7 @@ REGISTRY: dict[str, type[TaskSpec]] = {
     for spec in (WordOrder, Copy, Reverse, EvenPairs, Parity, CycleNavigation, ModularArithmetic,
                  DuplicateString, OddsFirst, BucketSort, MissingDuplicate, BinaryAddition,
                  BinaryMultiplication, ComputeSqrt, StackManipulation, AssociativeRecall,
-                 Count)
+                 Count, IndexLookup)
 }
 
 

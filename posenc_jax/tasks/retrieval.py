@@ -5,6 +5,7 @@
                          task of Zoology/H3). Keys within an example are distinct, so the
                          answer is unique.  k3 v7 k0 v2 k5 v1 | k0 -> v2
     count:               tokens, then a query token; answer how often it occurs, in decimal.
+    index_lookup:        tokens, a separator, then an index in decimal; answer that token.
 
 An input of length n holds ⌊(n − 1)/2⌋ pairs and the query key; an even n starts with a filler
 token. Keys come from num_keys symbols, values from num_values other symbols, so an input can
@@ -118,3 +119,44 @@ class Count(TaskSpec):
         content = jnp.where(index == lengths[:, None] - 1, query, tokens)
         answers = decimal_digits(count, decimal_width(lengths - 1))[:, : self.answer_len(max_len)]
         return content, answers
+
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexLookup(ClassificationTask):
+    """The token at a queried index: x_0 … x_{m−1} | i -> x_i, with i written in decimal,
+    zero-padded to w digits, w = the number of digits of the input length n, and m = n − 1 − w.
+    n = 7: 5 2 7 4 1 | 2 -> 7;  n = 12: x_0 … x_8 | 0 3 -> x_3. Decimal indices use the same
+    ten digit symbols at every length, so longer inputs need no unseen input symbols."""
+
+    name = "index_lookup"
+    min_len = 3  # one token, the separator, one digit
+    train_min_len: int = 3
+    num_symbols: int = 16  # content symbols (and answer classes); the separator and digits follow
+
+    @property
+    def vocab_size(self) -> int:
+        return self.num_symbols + 11
+
+    @property
+    def num_classes(self) -> int:
+        return self.num_symbols
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_symbols < 2:
+            raise ConfigError(f"task.num_symbols={self.num_symbols} must be at least 2.")
+
+    def generate(self, key, lengths, max_len):
+        batch = lengths.shape[0]
+        token_key, index_key = jax.random.split(key)
+        tokens = uniform_tokens(token_key, batch, max_len, self.num_symbols)
+        width = decimal_width(lengths)
+        stored = (lengths - 1 - width)[:, None]
+        asked = jax.random.randint(index_key, (batch, 1), 0, stored)
+        digits = decimal_digits(asked[:, 0], width)  # [B, 10]
+        slot = jnp.arange(max_len)[None, :]
+        digit_here = jnp.take_along_axis(digits, jnp.clip(slot - stored - 1, 0, digits.shape[1] - 1), axis=1)
+        separator = self.num_symbols
+        content = jnp.where(slot < stored, tokens, jnp.where(slot == stored, separator, separator + 1 + digit_here))
+        return content, jnp.take_along_axis(tokens, asked, axis=1)
