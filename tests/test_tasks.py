@@ -1,5 +1,6 @@
 """Task samplers against plain-Python rules, in both model modes, at edge lengths too."""
 
+import functools
 import math
 import re
 
@@ -76,6 +77,15 @@ def _index_lookup(tokens, num_symbols=16):
     return [stored[index]]
 
 
+def _addition(tokens, digit_order="msd"):
+    cut = tokens.index(10)
+    a, b = tokens[:cut], tokens[cut + 1 :]
+    assert a and b and all(d < 10 for d in a + b), tokens
+    as_number = lambda digits: int("".join(map(str, digits if digit_order == "msd" else digits[::-1])))
+    total = [int(d) for d in str(as_number(a) + as_number(b))]
+    return (total if digit_order == "msd" else total[::-1]) + [10]
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -93,9 +103,21 @@ RULES = {
     "stack_manipulation": _stack_manipulation,
     "associative_recall": _associative_recall,
     "index_lookup": _index_lookup,
+    "addition": _addition,
     "count": lambda tokens: [int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))],
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
 }
+
+
+def _rule(task):
+    """The plain rule of a task, given its parameters where the rule depends on them."""
+    if task.name == "addition":
+        return functools.partial(_addition, digit_order=task.digit_order)
+    return RULES[task.name]
+
+
+# Every task at its defaults, plus the parameter values that change the rule.
+CASES = [(name, {}) for name in available()] + [("addition", {"digit_order": "lsd"})]
 
 
 def _examples(task, batch):
@@ -114,7 +136,7 @@ def _check_batch(task, batch, causal):
         n, m = len(content), len(answers)
         slots = task.answer_len(n)  # answer slots; the first m are scored
         assert all(0 <= t < task.vocab_size for t in content)
-        assert answers == RULES[task.name](content), (content, answers)
+        assert answers == _rule(task)(content), (content, answers)
         assert list(target_mask[row, n : n + slots]) == [True] * m + [False] * (slots - m)
         # Shared layout: answers start at slot n, positions count up, padding is masked.
         assert token_mask[row].sum() == n + slots
@@ -126,9 +148,9 @@ def _check_batch(task, batch, causal):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("name", available())
-def test_sampler_matches_plain_rule(name, causal):
-    task = make_task({"name": name, "train_max_len": 12})
+@pytest.mark.parametrize("name, params", CASES, ids=[f"{n}{''.join(f'-{v}' for v in p.values())}" for n, p in CASES])
+def test_sampler_matches_plain_rule(name, params, causal):
+    task = make_task({"name": name, "train_max_len": 12, **params})
     for seed in range(5):
         length_key, sample_key = jax.random.split(jax.random.key(seed))
         lengths = task.sample_lengths(length_key, 64)

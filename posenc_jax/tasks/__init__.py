@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from posenc_jax.spec import build_spec
 from posenc_jax.tasks.base import ANSWER_ID, NUM_SPECIAL, PAD_ID, Batch, TaskSpec, layout
-from posenc_jax.tasks.binary import BinaryAddition, BinaryMultiplication, ComputeSqrt
+from posenc_jax.tasks.arithmetic import Addition, BinaryAddition, BinaryMultiplication, ComputeSqrt
 from posenc_jax.tasks.context_free import StackManipulation
 from posenc_jax.tasks.context_sensitive import BucketSort, DuplicateString, MissingDuplicate, OddsFirst
 from posenc_jax.tasks.copy_reverse import Copy, Reverse
@@ -23,7 +23,7 @@ REGISTRY: dict[str, type[TaskSpec]] = {
     for spec in (WordOrder, Copy, Reverse, EvenPairs, Parity, CycleNavigation, ModularArithmetic,
                  DuplicateString, OddsFirst, BucketSort, MissingDuplicate, BinaryAddition,
                  BinaryMultiplication, ComputeSqrt, StackManipulation, AssociativeRecall,
-                 Count, IndexLookup)
+                 Count, IndexLookup, Addition)
 }
 
 

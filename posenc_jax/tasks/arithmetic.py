@@ -1,5 +1,7 @@
-"""Binary arithmetic tasks of the Chomsky-hierarchy suite (Delétang et al. 2023, ICLR; Table 1),
-as in google-deepmind/neural_networks_chomsky_hierarchy, with jittable samplers.
+"""Arithmetic tasks with jittable samplers: the binary ones of the Chomsky-hierarchy suite
+(Delétang et al. 2023, ICLR; Table 1, as in google-deepmind/neural_networks_chomsky_hierarchy)
+and decimal addition in both digit orders (Kazemnejad et al. 2023, "The Impact of Positional
+Encoding on Length Generalization in Transformers").
 
     binary_addition:        a + b, both little-endian (least significant bit first); answer
                             the sum, little-endian, without high zeros, then a terminator `$`,
@@ -9,8 +11,11 @@ as in google-deepmind/neural_networks_chomsky_hierarchy, with jittable samplers.
                             001*01101 (4 * 22) -> 0001101 $ 0  (88)
     compute_sqrt:           floor(sqrt(x)) of a big-endian x, big-endian in ceil(n/2) bits.
                             100101 (37) -> 110 (6)
+    addition:               a + b in decimal, operands and sum in the same digit order:
+                            `digit_order=msd` (most significant first) 47+385 -> 432 $;
+                            `digit_order=lsd` (least significant first) 74+583 -> 234 $.
 
-For the two operations, an input of length n splits as in the reference: the first operand has a length uniform on
+For the binary operations, an input of length n splits as in the reference: the first operand has a length uniform on
 [1, n − 2], the second the rest; each operand is uniform on [1, 2^len − 1] (leading zeros
 allowed, value never 0). As in the reference, answer slots after the terminator are padding
 and not scored. Shortest input: 3 (two one-bit operands and the operator).
@@ -24,6 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from posenc_jax.errors import ConfigError
 from posenc_jax.tasks.base import TaskSpec, TerminatedTask, uniform_tokens
 
 OPERATOR = 2  # the `+` or `*` between the operands
@@ -52,26 +58,26 @@ def _operands(key: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]
     return first_len, lengths - 1 - first_len
 
 
-def _expression(a: jax.Array, b: jax.Array, first_len: jax.Array) -> jax.Array:
-    """a OPERATOR b laid out in one row: [B, max_len]."""
+def _expression(a: jax.Array, b: jax.Array, first_len: jax.Array, operator: int = OPERATOR) -> jax.Array:
+    """a, the operator, b laid out in one row: [B, max_len]."""
     index = jnp.arange(a.shape[1])[None, :]
     start = first_len[:, None] + 1
     b_here = jnp.take_along_axis(b, jnp.clip(index - start, 0, b.shape[1] - 1), axis=1)
-    return jnp.where(index < first_len[:, None], a, jnp.where(index == first_len[:, None], OPERATOR, b_here))
+    return jnp.where(index < first_len[:, None], a, jnp.where(index == first_len[:, None], operator, b_here))
 
 
-def _propagate_carries(columns: jax.Array) -> jax.Array:
-    """Little-endian bits of Σ_k columns[k]·2^k for nonnegative integer columns [B, W] -> [B, W]."""
+def _propagate_carries(columns: jax.Array, base: int = 2) -> jax.Array:
+    """Little-endian digits of Σ_k columns[k]·base^k for nonnegative integer columns [B, W] -> [B, W]."""
     def step(carry, column):
         total = column + carry
-        return total // 2, total % 2
-    _, bits = jax.lax.scan(step, jnp.zeros_like(columns[:, 0]), columns.T)
-    return bits.T
+        return total // base, total % base
+    _, digits = jax.lax.scan(step, jnp.zeros_like(columns[:, 0]), columns.T)
+    return digits.T
 
 
-def _significant_length(bits: jax.Array) -> jax.Array:
-    """Number of bits up to the highest 1 (0 for zero): [B, W] -> [B]."""
-    return jnp.max(jnp.where(bits > 0, jnp.arange(bits.shape[1])[None, :] + 1, 0), axis=1)
+def _significant_length(digits: jax.Array) -> jax.Array:
+    """Number of digits up to the highest nonzero one (0 for zero): [B, W] -> [B]."""
+    return jnp.max(jnp.where(digits > 0, jnp.arange(digits.shape[1])[None, :] + 1, 0), axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,3 +182,53 @@ def _subtract(a: jax.Array, b: jax.Array) -> jax.Array:
         return (difference < 0).astype(difference.dtype), difference % 2
     _, out = jax.lax.scan(step, jnp.zeros_like(a[:, 0]), jnp.stack([a.T, b.T], axis=1))
     return out.T
+
+
+DIGIT_ORDERS = ("msd", "lsd")
+
+
+@dataclasses.dataclass(frozen=True)
+class Addition(TerminatedTask):
+    """Decimal a + b; the first operand has a length uniform on [1, n − 2], the second the rest,
+    every digit uniform (leading zeros allowed). The answer is the sum without leading zeros in
+    the operands' digit order, then a terminator (at most n − 1 digits and the terminator fill
+    the n answer slots; any slots after the terminator are padding)."""
+
+    name = "addition"
+    min_len = 3
+    vocab_size = 11  # ten digits, then +
+    terminator = 10
+    train_min_len: int = 3
+    digit_order: str = "msd"
+
+    @property
+    def num_outputs(self) -> int:
+        return 11  # ten digits and the terminator
+
+    def validate(self) -> None:
+        super().validate()
+        if self.digit_order not in DIGIT_ORDERS:
+            raise ConfigError(
+                f"task.digit_order={self.digit_order!r} is unknown; valid choices are {list(DIGIT_ORDERS)}."
+            )
+
+    def generate(self, key, lengths, max_len):
+        batch = lengths.shape[0]
+        split_key, a_key, b_key = jax.random.split(key, 3)
+        first_len, second_len = _operands(split_key, lengths)
+        index = jnp.arange(max_len)[None, :]
+        # Little-endian digits (zero past each operand's length) for the arithmetic.
+        a = uniform_tokens(a_key, batch, max_len, 10) * (index < first_len[:, None])
+        b = uniform_tokens(b_key, batch, max_len, 10) * (index < second_len[:, None])
+        total = _propagate_carries(jnp.pad(a + b, ((0, 0), (0, 1))), base=10)
+        digits = jnp.maximum(_significant_length(total), 1)  # 0 is written "0"
+        if self.digit_order == "msd":
+            a, b, total = (_reversed_prefix(x, n) for x, n in ((a, first_len), (b, second_len), (total, digits)))
+        content = _expression(a, b, first_len, operator=10)
+        return content, self.terminated(total, digits, self.answer_len(max_len))
+
+
+def _reversed_prefix(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Each row's first `length` entries in reverse order (the rest: whatever; unused)."""
+    index = jnp.arange(x.shape[1])[None, :]
+    return jnp.take_along_axis(x, jnp.clip(lengths[:, None] - 1 - index, 0, x.shape[1] - 1), axis=1)
