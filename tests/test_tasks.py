@@ -86,6 +86,14 @@ def _addition(tokens, digit_order="msd"):
     return (total if digit_order == "msd" else total[::-1]) + [10]
 
 
+def _sort(tokens, digits=2):
+    fill = len(tokens) % digits
+    assert tokens[:fill] == [10] * fill and all(d < 10 for d in tokens[fill:]), tokens
+    body = tokens[fill:]
+    numbers = sorted(body[i : i + digits] for i in range(0, len(body), digits))  # lexicographic = numeric
+    return [d for number in numbers for d in number]
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -104,6 +112,7 @@ RULES = {
     "associative_recall": _associative_recall,
     "index_lookup": _index_lookup,
     "addition": _addition,
+    "sort": _sort,
     "count": lambda tokens: [int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))],
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
 }

@@ -14,6 +14,7 @@ from posenc_jax.tasks.arithmetic import Addition, BinaryAddition, BinaryMultipli
 from posenc_jax.tasks.context_free import StackManipulation
 from posenc_jax.tasks.context_sensitive import BucketSort, DuplicateString, MissingDuplicate, OddsFirst
 from posenc_jax.tasks.copy_reverse import Copy, Reverse
+from posenc_jax.tasks.sort import Sort
 from posenc_jax.tasks.retrieval import AssociativeRecall, Count, IndexLookup
 from posenc_jax.tasks.regular import CycleNavigation, EvenPairs, ModularArithmetic, Parity
 from posenc_jax.tasks.word_order import WordOrder
@@ -23,7 +24,7 @@ REGISTRY: dict[str, type[TaskSpec]] = {
     for spec in (WordOrder, Copy, Reverse, EvenPairs, Parity, CycleNavigation, ModularArithmetic,
                  DuplicateString, OddsFirst, BucketSort, MissingDuplicate, BinaryAddition,
                  BinaryMultiplication, ComputeSqrt, StackManipulation, AssociativeRecall,
-                 Count, IndexLookup, Addition)
+                 Count, IndexLookup, Addition, Sort)
 }
 
 
