@@ -94,6 +94,11 @@ def _sort(tokens, digits=2):
     return [d for number in numbers for d in number]
 
 
+def _modular_arithmetic_brackets(tokens, modulus=5):
+    text = "".join(str(t) if t < modulus else "+-*()"[t - modulus] for t in tokens)
+    return [eval(text) % modulus]  # unary minus and brackets as in Python
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -112,6 +117,7 @@ RULES = {
     "associative_recall": _associative_recall,
     "index_lookup": _index_lookup,
     "addition": _addition,
+    "modular_arithmetic_brackets": _modular_arithmetic_brackets,
     "sort": _sort,
     "count": lambda tokens: [int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))],
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
