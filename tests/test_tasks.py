@@ -99,6 +99,16 @@ def _modular_arithmetic_brackets(tokens, modulus=5):
     return [eval(text) % modulus]  # unary minus and brackets as in Python
 
 
+def _solve_equation(tokens, modulus=5):
+    *expression, equals, value = tokens
+    assert equals == modulus + 6 and value < modulus and expression.count(modulus + 5) == 1, tokens
+    hole = expression.index(modulus + 5)
+    solutions = [d for d in range(modulus)
+                 if _modular_arithmetic_brackets(expression[:hole] + [d] + expression[hole + 1 :]) == [value]]
+    assert len(solutions) == 1, tokens  # + and − only: exactly one x works
+    return solutions
+
+
 RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
@@ -118,6 +128,7 @@ RULES = {
     "index_lookup": _index_lookup,
     "addition": _addition,
     "modular_arithmetic_brackets": _modular_arithmetic_brackets,
+    "solve_equation": _solve_equation,
     "sort": _sort,
     "count": lambda tokens: [int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))],
     "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from posenc_jax.spec import build_spec
 from posenc_jax.tasks.base import ANSWER_ID, NUM_SPECIAL, PAD_ID, Batch, TaskSpec, layout
 from posenc_jax.tasks.arithmetic import Addition, BinaryAddition, BinaryMultiplication, ComputeSqrt
-from posenc_jax.tasks.context_free import ModularArithmeticBrackets, StackManipulation
+from posenc_jax.tasks.context_free import ModularArithmeticBrackets, SolveEquation, StackManipulation
 from posenc_jax.tasks.context_sensitive import BucketSort, DuplicateString, MissingDuplicate, OddsFirst
 from posenc_jax.tasks.copy_reverse import Copy, Reverse
 from posenc_jax.tasks.sort import Sort
@@ -24,7 +24,8 @@ REGISTRY: dict[str, type[TaskSpec]] = {
     for spec in (WordOrder, Copy, Reverse, EvenPairs, Parity, CycleNavigation, ModularArithmetic,
                  DuplicateString, OddsFirst, BucketSort, MissingDuplicate, BinaryAddition,
                  BinaryMultiplication, ComputeSqrt, StackManipulation, AssociativeRecall,
-                 Count, IndexLookup, Addition, Sort, ModularArithmeticBrackets)
+                 Count, IndexLookup, Addition, Sort, ModularArithmeticBrackets,
+                 SolveEquation)
 }
 
 

@@ -8,6 +8,8 @@ Table 1), as in google-deepmind/neural_networks_chomsky_hierarchy, with jittable
 
     modular_arithmetic_brackets:  a bracketed expression of residues, + and −; answer its
                          value mod 5.  ((2−3)+(−4)) -> 0
+    solve_equation:      the same with one residue replaced by x, then = and the value;
+                         answer x.  ((2−x)+(−4)) = 0 -> 3
 
 For stack_manipulation, an input of length n >= 2 holds a stack of length uniform on [1, n − 1] and n − that many
 actions, as in the reference; an input of length 1 is a one-bit stack.
@@ -193,3 +195,47 @@ def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> ja
     start = (zeros, counts, zeros, counts, jnp.zeros((batch,), bool), jnp.full((batch,), -1, jnp.int32))
     (values, n_values, *_), _ = jax.lax.scan(step, start, jnp.arange(max_len))
     return top(values, n_values).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveEquation(ClassificationTask):
+    """Solve for x: an expression of n − 2 tokens from the brackets grammar with one residue
+    replaced by x, then = and the expression's value mod 5; answer the replaced residue
+    (Delétang et al.'s solve_equation; + and − only, so the solution is unique).
+    ((2−x)+(−4)) = 0 -> 3. As in the reference, x replaces the first residue at or after a
+    uniformly drawn position (cyclically)."""
+
+    name = "solve_equation"
+    min_len = 3  # a residue, =, the value
+    train_min_len: int = 3
+    modulus: int = 5  # Delétang et al.'s value
+
+    @property
+    def vocab_size(self) -> int:
+        return self.modulus + 7  # residues, + − * ( ), then x and =
+
+    @property
+    def num_classes(self) -> int:
+        return self.modulus
+
+    def validate(self) -> None:
+        super().validate()
+        if self.modulus < 2:
+            raise ConfigError(f"task.modulus={self.modulus} must be at least 2.")
+
+    def generate(self, key, lengths, max_len):
+        expression_key, place_key = jax.random.split(key)
+        size = lengths - 2
+        expression = bracket_expressions(expression_key, size, max_len, self.modulus, False)
+        value = evaluate_brackets(expression, size, self.modulus)
+        index = jnp.arange(max_len)[None, :]
+        is_residue = (expression < self.modulus) & (index < size[:, None])
+        start = jax.random.randint(place_key, (lengths.shape[0], 1), 0, size[:, None])
+        # The first residue at or after `start`, cyclically: the residue with the smallest
+        # cyclic distance from it.
+        distance = jnp.where(is_residue, (index - start) % size[:, None], max_len)
+        hidden = jnp.argmin(distance, axis=1)[:, None]
+        unknown, equals = self.modulus + 5, self.modulus + 6
+        content = jnp.where(index == hidden, unknown, expression)
+        content = jnp.where(index == size[:, None], equals, jnp.where(index == size[:, None] + 1, value[:, None], content))
+        return content.astype(jnp.int32), jnp.take_along_axis(expression, hidden, axis=1)
