@@ -22,8 +22,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.errors import ConfigError
-from posenc_jax.tasks.base import ClassificationTask, TerminatedTask, uniform_tokens
+from posenc_jax.tasks.base import TerminatedTask, uniform_tokens
+from posenc_jax.tasks.regular import ModularTask
 
 POP, PUSH_0, PUSH_1 = 2, 3, 4
 
@@ -72,7 +72,7 @@ def run_stack(content: jax.Array, stack_len: jax.Array, lengths: jax.Array) -> t
 
 
 @dataclasses.dataclass(frozen=True)
-class ModularArithmeticBrackets(ClassificationTask):
+class ModularArithmeticBrackets(ModularTask):
     """The value mod 5 of a bracketed expression of residues, + and − (Delétang et al.'s
     modular_arithmetic_brackets, `mult=False` as in the paper), grammar as in the reference:
 
@@ -82,21 +82,11 @@ class ModularArithmeticBrackets(ClassificationTask):
     ((2−3)+(−4)) -> 0."""
 
     name = "modular_arithmetic_brackets"
-    modulus: int = 5  # Delétang et al.'s value
     multiplication: bool = False  # the reference's `mult`; the paper uses + and − only
 
     @property
     def vocab_size(self) -> int:
         return self.modulus + 5  # residues, then + − * ( )
-
-    @property
-    def num_classes(self) -> int:
-        return self.modulus
-
-    def validate(self) -> None:
-        super().validate()
-        if self.modulus < 2:
-            raise ConfigError(f"task.modulus={self.modulus} must be at least 2.")
 
     def generate(self, key, lengths, max_len):
         content = bracket_expressions(key, lengths, max_len, self.modulus, self.multiplication)
@@ -198,7 +188,7 @@ def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> ja
 
 
 @dataclasses.dataclass(frozen=True)
-class SolveEquation(ClassificationTask):
+class SolveEquation(ModularTask):
     """Solve for x: an expression of n − 2 tokens from the brackets grammar with one residue
     replaced by x, then = and the expression's value mod 5; answer the replaced residue
     (Delétang et al.'s solve_equation; + and − only, so the solution is unique).
@@ -208,20 +198,10 @@ class SolveEquation(ClassificationTask):
     name = "solve_equation"
     min_len = 3  # a residue, =, the value
     train_min_len: int = 3
-    modulus: int = 5  # Delétang et al.'s value
 
     @property
     def vocab_size(self) -> int:
         return self.modulus + 7  # residues, + − * ( ), then x and =
-
-    @property
-    def num_classes(self) -> int:
-        return self.modulus
-
-    def validate(self) -> None:
-        super().validate()
-        if self.modulus < 2:
-            raise ConfigError(f"task.modulus={self.modulus} must be at least 2.")
 
     def generate(self, key, lengths, max_len):
         expression_key, place_key = jax.random.split(key)

@@ -77,13 +77,10 @@ PLUS, MINUS, TIMES, BLANK = 0, 1, 2, 3  # operator token = modulus + one of thes
 
 
 @dataclasses.dataclass(frozen=True)
-class ModularArithmetic(ClassificationTask):
-    name = "modular_arithmetic"
-    modulus: int = 5  # Delétang et al.'s value
+class ModularTask(ClassificationTask):
+    """A task whose answer is a residue modulo `modulus`; its tokens start with the residues."""
 
-    @property
-    def vocab_size(self) -> int:
-        return self.modulus + 4  # residues, then +, −, *, _
+    modulus: int = 5  # Delétang et al.'s value
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +90,15 @@ class ModularArithmetic(ClassificationTask):
         super().validate()
         if self.modulus < 2:
             raise ConfigError(f"task.modulus={self.modulus} must be at least 2.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModularArithmetic(ModularTask):
+    name = "modular_arithmetic"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.modulus + 4  # residues, then +, −, *, _
 
     def generate(self, key, lengths, max_len):
         batch = lengths.shape[0]

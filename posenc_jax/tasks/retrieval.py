@@ -7,8 +7,8 @@
     count:               tokens, then a query token; answer how often it occurs, in decimal.
     index_lookup:        tokens, a separator, then an index in decimal; answer that token.
 
-An input of length n holds ⌊(n − 1)/2⌋ pairs and the query key; an even n starts with a filler
-token. Keys come from num_keys symbols, values from num_values other symbols, so an input can
+associative_recall: an input of length n holds ⌊(n − 1)/2⌋ pairs and the query key; an even n
+starts with a filler token. Keys come from num_keys symbols, values from num_values other symbols, so an input can
 hold at most num_keys pairs: inputs longer than 2·num_keys + 2 tokens do not exist, and the
 settings refuse such lengths.
 """
