@@ -3,8 +3,8 @@ its edges.
 
 The model is built with Flax NNX and split once into (graphdef, params); the jitted step merges
 them, takes the gradient, applies optax AdamW, and lets the encoding project its parameters
-back into their valid set (KERPLE keeps its parameters positive). A chunk of `steps_per_dispatch` steps runs as
-one `lax.scan`, so Python dispatches once per chunk. Each step's data key is
+back into their valid set (KERPLE keeps its parameters positive). A chunk of
+`steps_per_dispatch` steps runs as one `lax.scan`, so Python dispatches once per chunk. Each step's data key is
 `fold_in(data_key, step)`: a run is a pure function of (settings, seed), and a restart from any
 step replays the same batches (with randomized positions, those are drawn from the same key,
 see `positions.py`). The loop reads metrics back from the device only at log steps.
