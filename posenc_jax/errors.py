@@ -7,3 +7,9 @@ choices. The CLI prints it without a traceback; library callers can catch it.
 
 class ConfigError(ValueError):
     """A setting that cannot work, explained in one paragraph."""
+
+
+def require_at_least(name: str, value: int | float, minimum: int | float) -> None:
+    """Raise ConfigError("name=value must be at least minimum.") unless value >= minimum."""
+    if not value >= minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}.")

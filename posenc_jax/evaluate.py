@@ -4,7 +4,8 @@ For each length n, `eval.examples_per_length` examples are drawn from a key that
 (eval.seed, n), so every run of a sweep is scored on the same examples; with randomized
 positions (`encoding.randomized`), their positions come from that key too (`positions.py`).
 Lengths are padded into buckets (train_max_len, 2×, 4×, ... up to max_len) and the padding is
-masked, so evaluation compiles one program per bucket — logarithmic in max_len — instead of one per length.
+masked, so evaluation compiles one program per bucket — logarithmic in max_len — instead of
+one per length.
 
 Reported per length: per-token accuracy over the answer slots, and whole-sequence exact match
 (for classification the two coincide). Summaries:

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.spec import Spec
 
 if TYPE_CHECKING:
@@ -120,8 +120,7 @@ class EncodingSpec(Spec, abc.ABC):
                 f"position ids ({self.family}), so there are no positions to randomize. "
                 f"Set encoding.randomized=false."
             )
-        if self.max_position < 1:
-            raise ConfigError(f"encoding.max_position={self.max_position} must be at least 1.")
+        require_at_least("encoding.max_position", self.max_position, 1)
 
     @abc.abstractmethod
     def build(self, model: "ModelConfig", rngs: nnx.Rngs) -> PositionalEncoding:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import require_at_least
 
 
 class ContextualPositions(PositionalEncoding):
@@ -61,8 +61,7 @@ class Cope(EncodingSpec):
 
     def validate(self, model) -> None:
         super().validate(model)
-        if self.max_count < 1:
-            raise ConfigError(f"encoding.max_count={self.max_count} must be at least 1.")
+        require_at_least("encoding.max_count", self.max_count, 1)
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return ContextualPositions(model.num_layers, model.head_dim, self.max_count)

@@ -30,7 +30,7 @@ from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
 from posenc_jax.encodings.relative import pick_per_key
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, require_at_least
 
 
 class DisentangledAttention(PositionalEncoding):
@@ -83,8 +83,7 @@ class Deberta(EncodingSpec):
 
     def validate(self, model) -> None:
         super().validate(model)
-        if self.max_distance < 1:
-            raise ConfigError(f"encoding.max_distance={self.max_distance} must be at least 1.")
+        require_at_least("encoding.max_distance", self.max_distance, 1)
         if not (self.c2p or self.p2c):
             raise ConfigError(
                 "encoding.c2p and encoding.p2c are both false, which leaves DeBERTa without any "

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, require_at_least
 
 EPS = 1e-6
 
@@ -75,8 +75,7 @@ class Fire(EncodingSpec):
 
     def validate(self, model) -> None:
         super().validate(model)
-        if self.width < 1:
-            raise ConfigError(f"encoding.width={self.width} must be at least 1.")
+        require_at_least("encoding.width", self.width, 1)
         if not self.init_threshold > 0:
             raise ConfigError(f"encoding.init_threshold={self.init_threshold} must be positive.")
 

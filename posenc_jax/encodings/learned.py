@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, require_at_least
 
 
 class LearnedEncoding(PositionalEncoding):
@@ -43,8 +43,7 @@ class Learned(EncodingSpec):
 
     def validate(self, model) -> None:
         super().validate(model)
-        if self.max_len < 1:
-            raise ConfigError(f"encoding.max_len={self.max_len} must be at least 1.")
+        require_at_least("encoding.max_len", self.max_len, 1)
         if self.randomized and self.max_len < self.max_position:
             raise ConfigError(
                 f"encoding.randomized=true draws positions up to encoding.max_position-1="

@@ -25,7 +25,7 @@ from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
 from posenc_jax.encodings.relative import clipped_offsets, pick_per_key, sum_per_row
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import require_at_least
 
 
 class ShawEncoding(PositionalEncoding):
@@ -62,8 +62,7 @@ class Shaw(EncodingSpec):
 
     def validate(self, model) -> None:
         super().validate(model)
-        if self.max_distance < 1:
-            raise ConfigError(f"encoding.max_distance={self.max_distance} must be at least 1.")
+        require_at_least("encoding.max_distance", self.max_distance, 1)
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return ShawEncoding(model.num_layers, model.head_dim, self.max_distance, self.values, rngs)

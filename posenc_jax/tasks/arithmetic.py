@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.errors import ConfigError
-from posenc_jax.tasks.base import TaskSpec, TerminatedTask, uniform_tokens
+from posenc_jax.tasks.base import TaskSpec, TerminatedTask, gather_columns, reversed_prefix, uniform_tokens
 
 OPERATOR = 2  # the `+` or `*` between the operands
 _DRAWS = 16  # candidate bit strings per operand, for a nonzero value (see `_operands`)
@@ -62,7 +62,7 @@ def _expression(a: jax.Array, b: jax.Array, first_len: jax.Array, operator: int 
     """a, the operator, b laid out in one row: [B, max_len]."""
     index = jnp.arange(a.shape[1])[None, :]
     start = first_len[:, None] + 1
-    b_here = jnp.take_along_axis(b, jnp.clip(index - start, 0, b.shape[1] - 1), axis=1)
+    b_here = gather_columns(b, index - start)
     return jnp.where(index < first_len[:, None], a, jnp.where(index == first_len[:, None], operator, b_here))
 
 
@@ -135,12 +135,9 @@ class ComputeSqrt(TaskSpec):
     def generate(self, key, lengths, max_len):
         little = _nonzero_bits(key, lengths, max_len)  # x, least significant bit first
         index = jnp.arange(max_len)[None, :]
-        content = jnp.take_along_axis(little, jnp.clip(lengths[:, None] - 1 - index, 0, max_len - 1), axis=1)
-        root = integer_sqrt(little, self.answer_len(max_len))
-        digits = self.answer_len(lengths)[:, None]
-        slot = jnp.arange(self.answer_len(max_len))[None, :]
-        answers = jnp.take_along_axis(root, jnp.clip(digits - 1 - slot, 0, root.shape[1] - 1), axis=1)
-        return jnp.where(index < lengths[:, None], content, 0), answers
+        content = jnp.where(index < lengths[:, None], reversed_prefix(little, lengths), 0)
+        root = integer_sqrt(little, self.answer_len(max_len))  # little-endian
+        return content, reversed_prefix(root, self.answer_len(lengths))
 
 
 def integer_sqrt(x: jax.Array, root_bits: int) -> jax.Array:
@@ -156,7 +153,7 @@ def integer_sqrt(x: jax.Array, root_bits: int) -> jax.Array:
 
     def step(state, k):
         remainder, root = state
-        shifted = jnp.take_along_axis(root, jnp.clip(index - (k + 1), 0, width - 1), axis=1)
+        shifted = gather_columns(root, index - (k + 1))
         trial = jnp.where(index >= k + 1, shifted, 0) | (index == 2 * k)
         keep = ~_greater(trial, remainder)
         remainder = jnp.where(keep[:, None], _subtract(remainder, trial), remainder)
@@ -223,12 +220,6 @@ class Addition(TerminatedTask):
         total = _propagate_carries(jnp.pad(a + b, ((0, 0), (0, 1))), base=10)
         digits = jnp.maximum(_significant_length(total), 1)  # 0 is written "0"
         if self.digit_order == "msd":
-            a, b, total = (_reversed_prefix(x, n) for x, n in ((a, first_len), (b, second_len), (total, digits)))
+            a, b, total = (reversed_prefix(x, n) for x, n in ((a, first_len), (b, second_len), (total, digits)))
         content = _expression(a, b, first_len, operator=10)
         return content, self.terminated(total, digits, self.answer_len(max_len))
-
-
-def _reversed_prefix(x: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Each row's first `length` entries in reverse order (the rest: whatever; unused)."""
-    index = jnp.arange(x.shape[1])[None, :]
-    return jnp.take_along_axis(x, jnp.clip(lengths[:, None] - 1 - index, 0, x.shape[1] - 1), axis=1)

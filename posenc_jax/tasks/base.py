@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.spec import Spec
 
 PAD_ID = 0
@@ -103,8 +103,7 @@ class TaskSpec(Spec, abc.ABC):
                 f"{self.train_max_len} must satisfy {self.min_len} <= train_min_len <= "
                 f"train_max_len for task {self.name!r}."
             )
-        if self.vocab_size < 2:
-            raise ConfigError(f"task.vocab_size={self.vocab_size} must be at least 2.")
+        require_at_least("task.vocab_size", self.vocab_size, 2)
 
 
 class ClassificationTask(TaskSpec, abc.ABC):
@@ -135,9 +134,24 @@ class TerminatedTask(TaskSpec, abc.ABC):
     def terminated(self, values: jax.Array, result_lengths: jax.Array, num_answers: int) -> jax.Array:
         """values[:, :result_length], the terminator, then 0s: [B, num_answers] int32."""
         slot = jnp.arange(num_answers)[None, :]
-        body = jnp.take_along_axis(values, jnp.clip(slot, 0, values.shape[1] - 1), axis=1)
+        body = gather_columns(values, slot)
         ends = result_lengths[:, None]
         return jnp.where(slot < ends, body, jnp.where(slot == ends, self.terminator, 0)).astype(jnp.int32)
+
+
+def gather_columns(values: jax.Array, index: jax.Array) -> jax.Array:
+    """values[b, index[b, j]] for values [B, W] and int index [B, J] -> [B, J].
+
+    The index is clipped into [0, W). Samplers compute indices for every padded slot, and only
+    slots that a mask later discards can fall outside; every read that is kept is in range."""
+    return jnp.take_along_axis(values, jnp.clip(index, 0, values.shape[1] - 1), axis=1)
+
+
+def reversed_prefix(values: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Each row's first lengths[b] entries in reverse order, [B, W] -> [B, W] (entries past a
+    row's length are filler for masked slots)."""
+    index = jnp.arange(values.shape[1])[None, :]
+    return gather_columns(values, lengths[:, None] - 1 - index)
 
 
 def column_uniform(key: jax.Array, batch: int, max_len: int) -> jax.Array:
@@ -172,11 +186,10 @@ def layout(
     is_content = slot < n
     answer_index = slot - n  # j for the slot holding target y_{j+1}
     is_answer = (answer_index >= 0) & (answer_index < answer_lengths[:, None])
-    # The clips only touch slots that the masks below discard; every kept read is in range.
-    content_ids = jnp.take_along_axis(content, jnp.clip(slot, 0, max_len - 1), axis=1)
-    targets = jnp.take_along_axis(answers, jnp.clip(answer_index, 0, max_answers - 1), axis=1)
+    content_ids = gather_columns(content, slot)
+    targets = gather_columns(answers, answer_index)
     if causal:
-        previous = jnp.take_along_axis(answers, jnp.clip(answer_index - 1, 0, max_answers - 1), axis=1)
+        previous = gather_columns(answers, answer_index - 1)
         answer_inputs = jnp.where(answer_index == 0, ANSWER_ID, previous + NUM_SPECIAL)
     else:
         answer_inputs = jnp.full_like(targets, ANSWER_ID)
@@ -184,7 +197,7 @@ def layout(
     token_mask = is_content | is_answer
     target_mask = is_answer
     if scored is not None:
-        target_mask = is_answer & jnp.take_along_axis(scored, jnp.clip(answer_index, 0, max_answers - 1), axis=1)
+        target_mask = is_answer & gather_columns(scored, answer_index)
     return Batch(
         inputs=inputs.astype(jnp.int32),
         positions=jnp.where(token_mask, slot, 0).astype(jnp.int32),

@@ -22,7 +22,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.tasks.base import TerminatedTask, uniform_tokens
+from posenc_jax.tasks.base import TerminatedTask, reversed_prefix, uniform_tokens
 from posenc_jax.tasks.regular import ModularTask
 
 POP, PUSH_0, PUSH_1 = 2, 3, 4
@@ -45,7 +45,7 @@ class StackManipulation(TerminatedTask):
         actions = POP + uniform_tokens(action_key, batch, max_len, 3)
         content = jnp.where(index < stack_len[:, None], bits, actions)
         stack, size = run_stack(content, stack_len, lengths)
-        top_first = jnp.take_along_axis(stack, jnp.clip(size[:, None] - 1 - index, 0, max_len - 1), axis=1)
+        top_first = reversed_prefix(stack, size)
         return content, self.terminated(top_first, size, self.answer_len(max_len))
 
 

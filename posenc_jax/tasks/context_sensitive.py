@@ -19,12 +19,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.tasks.base import ClassificationTask, TaskSpec, uniform_tokens
-
-
-def _gather(content: jax.Array, source: jax.Array) -> jax.Array:
-    """content[b, source[b, j]]; sources past the content only feed masked answer slots."""
-    return jnp.take_along_axis(content, jnp.clip(source, 0, content.shape[1] - 1), axis=1)
+from posenc_jax.tasks.base import ClassificationTask, TaskSpec, gather_columns, uniform_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +33,7 @@ class DuplicateString(TaskSpec):
     def generate(self, key, lengths, max_len):
         content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)
         slot = jnp.arange(2 * max_len)[None, :]
-        return content, _gather(content, slot % lengths[:, None])
+        return content, gather_columns(content, slot % lengths[:, None])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +46,7 @@ class OddsFirst(TaskSpec):
         slot = jnp.arange(max_len)[None, :]
         first_half = (lengths[:, None] + 1) // 2  # s1, s3, … : 0-based indices 0, 2, 4, …
         source = jnp.where(slot < first_half, 2 * slot, 2 * (slot - first_half) + 1)
-        return content, _gather(content, source)
+        return content, gather_columns(content, source)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +78,7 @@ class MissingDuplicate(ClassificationTask):
         bits = uniform_tokens(bit_key, batch, max_len, 2)
         half = (lengths // 2)[:, None]
         slot = jnp.arange(max_len)[None, :]
-        doubled = _gather(bits, slot % half)  # w w, then garbage past 2·half
+        doubled = gather_columns(bits, slot % half)  # w w, then garbage past 2·half
         missing = jax.random.randint(missing_key, (batch, 1), 0, 2 * half)
         content = jnp.where(slot == missing, MISSING, jnp.where(slot < 2 * half, doubled, FILLER))
-        return content, _gather(bits, missing % half)
+        return content, gather_columns(bits, missing % half)

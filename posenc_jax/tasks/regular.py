@@ -24,7 +24,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import require_at_least
 from posenc_jax.tasks.base import ClassificationTask, uniform_tokens
 
 
@@ -63,8 +63,7 @@ class CycleNavigation(ClassificationTask):
 
     def validate(self) -> None:
         super().validate()
-        if self.cycle_length < 2:
-            raise ConfigError(f"task.cycle_length={self.cycle_length} must be at least 2.")
+        require_at_least("task.cycle_length", self.cycle_length, 2)
 
     def generate(self, key, lengths, max_len):
         moves = uniform_tokens(key, lengths.shape[0], max_len, 3)
@@ -88,8 +87,7 @@ class ModularTask(ClassificationTask):
 
     def validate(self) -> None:
         super().validate()
-        if self.modulus < 2:
-            raise ConfigError(f"task.modulus={self.modulus} must be at least 2.")
+        require_at_least("task.modulus", self.modulus, 2)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.errors import ConfigError
-from posenc_jax.tasks.base import ClassificationTask, TaskSpec, uniform_tokens
+from posenc_jax.errors import require_at_least
+from posenc_jax.tasks.base import ClassificationTask, TaskSpec, gather_columns, uniform_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +47,8 @@ class AssociativeRecall(ClassificationTask):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_keys < 1 or self.num_values < 2:
-            raise ConfigError(
-                f"task.num_keys={self.num_keys} and task.num_values={self.num_values} must be "
-                f"at least 1 and 2."
-            )
+        require_at_least("task.num_keys", self.num_keys, 1)
+        require_at_least("task.num_values", self.num_values, 2)
 
     def generate(self, key, lengths, max_len):
         batch = lengths.shape[0]
@@ -64,7 +61,7 @@ class AssociativeRecall(ClassificationTask):
         offset = (lengths % 2 == 0).astype(jnp.int32)[:, None]  # the filler of even lengths
         slot = jnp.arange(max_len)[None, :] - offset
         pair = jnp.clip(slot // 2, 0, max_len - 1)
-        pair_key = jnp.take_along_axis(keys, jnp.clip(pair, 0, self.num_keys - 1), axis=1)
+        pair_key = gather_columns(keys, pair)
         pair_value = self.num_keys + jnp.take_along_axis(values, pair, axis=1)
         query_token = jnp.take_along_axis(keys, query[:, None], axis=1)
         content = jnp.where(slot % 2 == 0, pair_key, pair_value)
@@ -144,8 +141,7 @@ class IndexLookup(ClassificationTask):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_symbols < 2:
-            raise ConfigError(f"task.num_symbols={self.num_symbols} must be at least 2.")
+        require_at_least("task.num_symbols", self.num_symbols, 2)
 
     def generate(self, key, lengths, max_len):
         batch = lengths.shape[0]
@@ -156,7 +152,7 @@ class IndexLookup(ClassificationTask):
         asked = jax.random.randint(index_key, (batch, 1), 0, stored)
         digits = decimal_digits(asked[:, 0], width)  # [B, 10]
         slot = jnp.arange(max_len)[None, :]
-        digit_here = jnp.take_along_axis(digits, jnp.clip(slot - stored - 1, 0, digits.shape[1] - 1), axis=1)
+        digit_here = gather_columns(digits, slot - stored - 1)
         separator = self.num_symbols
         content = jnp.where(slot < stored, tokens, jnp.where(slot == stored, separator, separator + 1 + digit_here))
         return content, jnp.take_along_axis(tokens, asked, axis=1)

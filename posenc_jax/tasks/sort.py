@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.errors import ConfigError
-from posenc_jax.tasks.base import TaskSpec, uniform_tokens
+from posenc_jax.tasks.base import TaskSpec, gather_columns, uniform_tokens
 
 FILLER = 10
 
@@ -56,7 +56,7 @@ class Sort(TaskSpec):
         def digit_at(values, start):
             """The digit at each slot when numbers are laid out from slot `start` on."""
             offset = index - start
-            number = jnp.take_along_axis(values, jnp.clip(offset // k, 0, max_len - 1), axis=1)
+            number = gather_columns(values, offset // k)
             return number // 10 ** (k - 1 - offset % k) % 10
 
         content = jnp.where(index < fill, FILLER, digit_at(numbers, fill))
