@@ -1,9 +1,13 @@
-"""The `posenc-train` command (and `python -m posenc_jax`): Hydra at the edge.
+"""The commands: `posenc-train` (and `python -m posenc_jax`) and `posenc-eval`.
 
-Hydra composes `configs/train.yaml` with the command-line overrides; this module turns the
-result into plain `Settings` (validated before anything compiles) and calls `run`. Unknown
-config groups or keys are rejected by Hydra itself, with its list of valid choices; bad values
-end with a one-paragraph `ConfigError` message and exit status 2.
+posenc-train: Hydra composes `configs/train.yaml` with the command-line overrides; this module
+turns the result into plain `Settings` (validated before anything compiles) and calls `run`.
+Unknown config groups or keys are rejected by Hydra itself, with its list of valid choices.
+
+posenc-eval: `run_dir=<dir> [tag=<name>] [key=value ...]`, see `reevaluate.py`. It starts from
+a finished run's own resolved config, so it needs no Hydra composition.
+
+Bad values end with a one-paragraph `ConfigError` message and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from posenc_jax.compilation import enable_persistent_cache
 from posenc_jax.config import settings_from_dict
 from posenc_jax.errors import ConfigError
+from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 
 
@@ -32,17 +37,46 @@ def config_dir() -> str:
 
 
 def _train(cfg: DictConfig) -> float | None:
-    # JAX logs a backend warning on CPU-only machines; it is noise for this tool's users.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
-    try:
+    def start():
         settings = settings_from_dict(OmegaConf.to_container(cfg, resolve=True))
-        enable_persistent_cache()
-        results = run(settings, HydraConfig.get().runtime.output_dir)
-    except ConfigError as error:
-        print(f"posenc-train: {error}", file=sys.stderr)
-        sys.exit(2)
+        return run(settings, HydraConfig.get().runtime.output_dir)
+
+    results = _run_command("posenc-train", start)
     evaluation = results["eval"] or {}
     return evaluation.get("acc_ood")  # Hydra sweepers can optimise this
 
 
 main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_train)
+
+EVAL_USAGE = """usage: posenc-eval run_dir=<dir> [tag=<name>] [key=value ...]
+
+Evaluate a finished posenc-train run again, without retraining. Overrides may change eval.*
+(e.g. eval.max_len=256) and, for rope and xpos, encoding.scaling / encoding.scale /
+encoding.original_max_len. Writes results_<tag>.json and TensorBoard events into the run's
+directory; the tag defaults to the overrides."""
+
+
+def evaluate_main(argv: list[str] | None = None) -> None:
+    """`posenc-eval`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or any(arg in ("-h", "--help") for arg in argv):
+        print(EVAL_USAGE)
+        sys.exit(0 if argv else 2)
+    special = {key: arg.partition("=")[2] for arg in argv for key in ("run_dir", "tag") if arg.startswith(f"{key}=")}
+    overrides = [arg for arg in argv if arg.partition("=")[0] not in special]
+    if "run_dir" not in special:
+        print(f"posenc-eval: run_dir=<dir> is required.\n{EVAL_USAGE}", file=sys.stderr)
+        sys.exit(2)
+    _run_command("posenc-eval", lambda: reevaluate(special["run_dir"], overrides, special.get("tag")))
+
+
+def _run_command(command: str, start):
+    """start() with the compilation cache on; a ConfigError ends the command with its paragraph."""
+    # JAX logs a backend warning on CPU-only machines; it is noise for this tool's users.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+    try:
+        enable_persistent_cache()
+        return start()
+    except ConfigError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -89,12 +89,15 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Per-length evaluation. `max_len=None` means 4 × task.train_max_len; `min_len=None` means
-    task.train_min_len."""
+    task.train_min_len. Attention maps are drawn for one input length, `attention_len`
+    (None = the longest length evaluated), and also saved as PNG if `save_attention`."""
 
     max_len: int | None = None
     min_len: int | None = None
     examples_per_length: int = 256
     seed: int = 0  # fixed across runs, so every run of a sweep is scored on the same examples
+    attention_len: int | None = None
+    save_attention: bool = False
 
     def validate(self) -> None:
         _require_positive("eval.examples_per_length", self.examples_per_length)
@@ -132,6 +135,23 @@ class Settings:
                 f"eval.min_len={self.eval_min_len} and eval.max_len={self.eval_max_len} do not form "
                 f"a range of lengths for task {self.task.name!r}: need "
                 f"{self.task.min_len} <= eval.min_len <= eval.max_len."
+            )
+        if self.eval.attention_len is not None and not (
+            self.eval_min_len <= self.eval.attention_len <= self.eval_max_len
+        ):
+            raise ConfigError(
+                f"eval.attention_len={self.eval.attention_len} is not an evaluated length; choose "
+                f"one from eval.min_len={self.eval_min_len} to eval.max_len={self.eval_max_len}, "
+                f"or null for the longest."
+            )
+        if self.eval.attention_len is not None and not self.encoding.represents(
+            self.task.sequence_len(self.eval.attention_len)
+        ):
+            raise ConfigError(
+                f"eval.attention_len={self.eval.attention_len} needs "
+                f"{self.task.sequence_len(self.eval.attention_len)} positions, more than encoding "
+                f"{self.encoding.name!r} represents ({self.encoding.max_positions}); choose a shorter "
+                f"length, or null for the longest it represents."
             )
         longest = max(self.task.train_max_len, self.eval_max_len)
         if self.task.max_len is not None and longest > self.task.max_len:
@@ -174,12 +194,11 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     seed = raw.get("seed", 0)
     if type(seed) is not int:
         raise ConfigError(f"seed={seed!r} must be an integer.")
-    settings = Settings(
-        seed=seed,
-        encoding=make_encoding(dict(raw.get("encoding") or {})),
-        task=make_task(dict(raw.get("task") or {})),
-        **parts,
-    )
+    task = make_task(dict(raw.get("task") or {}))
+    encoding = make_encoding(dict(raw.get("encoding") or {}))
+    # Positions seen in training: 0 .. max_position-1 when randomized, else the longest example.
+    trained = encoding.max_position if encoding.randomized else task.sequence_len(task.train_max_len)
+    settings = Settings(seed=seed, encoding=encoding.with_trained_length(trained), task=task, **parts)
     settings.validate()
     return settings
 

@@ -5,7 +5,9 @@ For each length n, `eval.examples_per_length` examples are drawn from a key that
 positions (`encoding.randomized`), their positions come from that key too (`positions.py`).
 Lengths are padded into buckets (train_max_len, 2×, 4×, ... up to max_len) and the padding is
 masked, so evaluation compiles one program per bucket — logarithmic in max_len — instead of
-one per length.
+one per length. Inside a program the examples run in chunks (`lax.map`) small enough that one
+layer's attention weights stay within `ATTENTION_ELEMENTS_PER_CHUNK`, so evaluating at 16× the
+training length fits in a laptop's memory; the examples themselves do not depend on the chunks.
 
 Reported per length: per-token accuracy over the answer slots, and whole-sequence exact match
 (for classification the two coincide). Summaries:
@@ -33,6 +35,11 @@ from posenc_jax import metrics
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.config import Settings
 from posenc_jax.positions import position_scheme
+from posenc_jax.tasks import Batch
+
+# One chunk's attention weights [chunk, heads, T, T] hold at most this many float32 values
+# (128 MiB); the default model's usual evaluation (T <= 128) then runs as a single chunk.
+ATTENTION_ELEMENTS_PER_CHUNK = 2**25
 
 
 def length_buckets(train_max_len: int, max_len: int) -> list[int]:
@@ -43,24 +50,72 @@ def length_buckets(train_max_len: int, max_len: int) -> list[int]:
     return buckets
 
 
+def bucket_of(length: int, buckets: list[int]) -> int:
+    """The padded input length that `length` is evaluated in."""
+    return next(b for b in buckets if b >= length)
+
+
+def eval_batch(settings: Settings, length: jax.Array, padded_len: int) -> Batch:
+    """The `eval.examples_per_length` examples of input length `length`, padded to `padded_len`.
+
+    A pure function of (eval.seed, length): the same examples in every run and every bucket."""
+    length_key = jax.random.fold_in(jax.random.key(settings.eval.seed), length)
+    lengths = jnp.full((settings.eval.examples_per_length,), length, jnp.int32)
+    batch = settings.task.sample(length_key, lengths, padded_len, settings.model.causal)
+    return position_scheme(settings.encoding, length_key, batch)
+
+
+def chunk_size(examples: int, num_heads: int, sequence_len: int) -> int:
+    """Examples per forward pass, so that [chunk, heads, T, T] <= ATTENTION_ELEMENTS_PER_CHUNK."""
+    return max(1, min(examples, ATTENTION_ELEMENTS_PER_CHUNK // (num_heads * sequence_len**2)))
+
+
+def map_in_chunks(fn, batch: Batch, chunk: int):
+    """fn over `batch` in chunks of `chunk` examples, one after another (`lax.map`); fn returns
+    per-example arrays [chunk, ...], and the result is [batch, ...], as if fn saw the whole batch.
+    The last chunk is padded with empty rows, which are cut off again."""
+    size = batch.inputs.shape[0]
+    num_chunks = -(-size // chunk)
+    extra = num_chunks * chunk - size
+    split = lambda a: jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1)).reshape(num_chunks, chunk, *a.shape[1:])
+    per_chunk = jax.lax.map(fn, jax.tree.map(split, batch))
+    return jax.tree.map(lambda a: a.reshape(num_chunks * chunk, *a.shape[2:])[:size], per_chunk)
+
+
 def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
     """jit(params, length, padded_len) -> summed `metrics.Counts` for one length.
 
     `length` is traced, `padded_len` is static: one compiled program per bucket."""
-    task, causal = settings.task, settings.model.causal
-    examples = settings.eval.examples_per_length
-    base_key = jax.random.key(settings.eval.seed)
 
     @functools.partial(jax.jit, static_argnames="padded_len")
     def eval_length(params, length: jax.Array, padded_len: int) -> metrics.Counts:
-        lengths = jnp.full((examples,), length, jnp.int32)
-        length_key = jax.random.fold_in(base_key, length)
-        batch = task.sample(length_key, lengths, padded_len, causal)
-        batch = position_scheme(settings.encoding, length_key, batch)
-        model = nnx.merge(graphdef, params)
-        return metrics.total(metrics.count(model(batch.inputs, batch.positions, batch.token_mask), batch))
+        batch = eval_batch(settings, length, padded_len)
+
+        def count(chunk: Batch) -> metrics.Counts:
+            model = nnx.merge(graphdef, params)
+            return metrics.count(model(chunk.inputs, chunk.positions, chunk.token_mask), chunk)
+
+        chunk = chunk_size(batch.inputs.shape[0], settings.model.num_heads, batch.inputs.shape[1])
+        return metrics.total(map_in_chunks(count, batch, chunk))
 
     return eval_length
+
+
+def attention_maps(settings: Settings, graphdef: nnx.GraphDef, params: Any, length: int) -> list[np.ndarray]:
+    """Attention weights of the first evaluation example of input length `length`, per layer:
+    [heads, T, T] with T its real (unpadded) number of slots; rows are queries.
+
+    The example is the one `evaluate` scores, in the same bucket, so it has the same positions."""
+    buckets = length_buckets(settings.task.train_max_len, settings.eval_max_len)
+    padded_len = bucket_of(length, buckets) if length <= buckets[-1] else length
+
+    @jax.jit
+    def first_example_weights(params):
+        batch = jax.tree.map(lambda a: a[:1], eval_batch(settings, jnp.int32(length), padded_len))
+        return nnx.merge(graphdef, params).attention_weights(batch.inputs, batch.positions, batch.token_mask)
+
+    real = settings.task.sequence_len(length)
+    return [np.asarray(weights[0, :, :real, :real]) for weights in first_example_weights(params)]
 
 
 def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[str, Any]:
@@ -74,7 +129,7 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
     start = time.perf_counter()
     with CompilationCounter() as compiled:
         pending = {
-            n: eval_length(params, jnp.int32(n), padded_len=next(b for b in buckets if b >= n))
+            n: eval_length(params, jnp.int32(n), padded_len=bucket_of(n, buckets))
             for n in representable
         }
         counts = jax.device_get(pending)  # the only host sync of the evaluation

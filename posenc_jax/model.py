@@ -36,8 +36,9 @@ class Attention(nnx.Module):
         positions: jax.Array,
         mask: jax.Array,
         encoding: PositionalEncoding,
-    ) -> jax.Array:
-        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend)."""
+    ) -> tuple[jax.Array, jax.Array]:
+        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend) ->
+        (output [B, T, D], attention weights [B, heads, T, T])."""
         batch, length, _ = x.shape
         q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2)
         q, k = encoding.rotate_qk(q, k, positions, positions)
@@ -48,7 +49,7 @@ class Attention(nnx.Module):
         logits = jnp.where(mask, logits, _MASKED)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
         mixed = encoding.attention_output(weights, v, positions, positions, self.layer)
-        return self.out(mixed.reshape(batch, length, -1))
+        return self.out(mixed.reshape(batch, length, -1)), weights
 
 
 class MLP(nnx.Module):
@@ -69,12 +70,15 @@ class Block(nnx.Module):
         self.mlp_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, mask, encoding):
+    def __call__(self, x, positions, mask, encoding) -> tuple[jax.Array, jax.Array]:
+        """-> (x [B, T, D], this block's attention weights [B, heads, T, T])."""
         if self.pre_norm:
-            x = x + self.attention(self.attention_norm(x), positions, mask, encoding)
-            return x + self.mlp(self.mlp_norm(x))
-        x = self.attention_norm(x + self.attention(x, positions, mask, encoding))
-        return self.mlp_norm(x + self.mlp(x))
+            attended, weights = self.attention(self.attention_norm(x), positions, mask, encoding)
+            x = x + attended
+            return x + self.mlp(self.mlp_norm(x)), weights
+        attended, weights = self.attention(x, positions, mask, encoding)
+        x = self.attention_norm(x + attended)
+        return self.mlp_norm(x + self.mlp(x)), weights
 
 
 class Transformer(nnx.Module):
@@ -102,13 +106,26 @@ class Transformer(nnx.Module):
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array) -> jax.Array:
         """tokens, positions [B, T] int; token_mask [B, T] bool -> logits [B, T, num_outputs]."""
+        return self.forward(tokens, positions, token_mask)[0]
+
+    def attention_weights(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array) -> list[jax.Array]:
+        """The attention weights of every layer, each [B, heads, T, T] (rows: queries)."""
+        return self.forward(tokens, positions, token_mask)[1]
+
+    def forward(
+        self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array
+    ) -> tuple[jax.Array, list[jax.Array]]:
+        """-> (logits [B, T, num_outputs], per-layer attention weights). Under jit, XLA drops
+        whichever of the two the caller does not use."""
         mask = token_mask[:, None, None, :]  # keys: padding is never attended to
         if self.causal:
             length = tokens.shape[1]
             mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))
         x = self.encoding.embed(self.embed(tokens), positions)
+        weights = []
         for block in self.blocks:
-            x = block(x, positions, mask, self.encoding)
+            x, layer_weights = block(x, positions, mask, self.encoding)
+            weights.append(layer_weights)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return self.head(x)
+        return self.head(x), weights

@@ -53,3 +53,15 @@ def accuracy_figure(evaluation: dict[str, Any], title: str = ""):
     axes.legend(loc="lower left", fontsize="small")
     figure.tight_layout()
     return figure
+
+
+def attention_figure(weights, title: str = ""):
+    """One layer's attention weights [heads, T, T], the heads side by side (rows: queries)."""
+    num_heads = weights.shape[0]
+    figure, axes = plt.subplots(1, num_heads, figsize=(2.6 * num_heads, 2.9), dpi=100, squeeze=False)
+    for head, axis in enumerate(axes[0]):
+        axis.imshow(weights[head], cmap="viridis", vmin=0.0, interpolation="nearest")
+        axis.set(title=f"head {head}", xlabel="key", ylabel="query" if head == 0 else None)
+    figure.suptitle(title, fontsize="small")
+    figure.tight_layout()
+    return figure

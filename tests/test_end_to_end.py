@@ -1,16 +1,20 @@
 """A short run through the user's path writes every promised file with the promised keys."""
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.errors import ConfigError
-from posenc_jax.evaluate import length_buckets
+from posenc_jax.checkpoint import restore_params
+from posenc_jax.evaluate import attention_maps, length_buckets
 from posenc_jax.run import run
 
 from conftest import FAST, make_settings
@@ -68,6 +72,32 @@ def test_tensorboard_events_have_stable_tags_and_the_plot(finished_run):
     assert [e.step for e in events.Scalars("train/loss")] == [10, 20]
     assert events.Scalars("eval/acc_ood")[0].value == pytest.approx(results["eval"]["acc_ood"])
     assert "eval/accuracy_vs_length" in events.Tags()["images"]
+
+
+def test_attention_maps_are_in_tensorboard_as_images(finished_run):
+    """One image per layer, for the longest evaluated length, read back and decoded."""
+    run_dir, results = finished_run
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert results["eval"]["attention_len"] == 12
+    for layer in (0, 1):
+        (image,) = events.Images(f"eval/attention/layer_{layer}")
+        assert image.step == 20
+        decoded = matplotlib.image.imread(io.BytesIO(image.encoded_image_string), format="png")
+        assert decoded.shape[0] == image.height > 100 and decoded.shape[1] == image.width > 100
+        assert decoded[..., :3].std() > 0.01  # a picture, not a blank canvas
+    assert "eval/attention/layer_2" not in events.Tags()["images"]  # the model has 2 layers
+    assert not list(run_dir.glob("attention*.png"))  # PNG files only with eval.save_attention
+
+
+def test_attention_maps_are_the_evaluated_examples_weights(finished_run):
+    """Rows of attention weights over the real slots sum to 1, and padding gets none."""
+    run_dir, results = finished_run
+    settings = make_settings("encoding=rope", "task=word_order")
+    graphdef, params = restore_params(run_dir, settings)
+    maps = attention_maps(settings, graphdef, params, 9)  # bucket 12: 9 + 1 real slots, 2 padding
+    assert len(maps) == 2 and maps[0].shape == (4, 10, 10)
+    np.testing.assert_allclose(maps[0].sum(-1), 1.0, rtol=1e-5)
 
 
 def test_finished_run_is_never_overwritten(finished_run):

@@ -5,18 +5,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posenc_jax.encodings import apply_rope, rope_inverse_frequencies
+from posenc_jax.encodings import apply_rope, rope_frequencies
 from posenc_jax.errors import ConfigError
 
 from conftest import make_settings
 
 HEAD_DIM = 16
+THETA = rope_frequencies(HEAD_DIM)
 
 
 def _rotated_dot(q, k, m, n, layout):
     """<R(m) q, R(n) k> for single vectors q, k [head_dim]."""
-    rq = apply_rope(q[None, None, None, :], jnp.array([[m]]), layout=layout)
-    rk = apply_rope(k[None, None, None, :], jnp.array([[n]]), layout=layout)
+    rq = apply_rope(q[None, None, None, :], jnp.array([[m]]), THETA, layout=layout)
+    rk = apply_rope(k[None, None, None, :], jnp.array([[n]]), THETA, layout=layout)
     return float(jnp.sum(rq * rk))
 
 
@@ -39,7 +40,7 @@ def test_dot_product_depends_only_on_offset(layout):
 def test_rotation_preserves_norms(layout):
     x = jax.random.normal(jax.random.key(1), (3, 20, 4, HEAD_DIM))
     positions = jax.random.randint(jax.random.key(2), (3, 20), 0, 4096)
-    rotated = apply_rope(x, positions, layout=layout)
+    rotated = apply_rope(x, positions, THETA, layout=layout)
     np.testing.assert_allclose(jnp.linalg.norm(rotated, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
     assert not np.allclose(rotated, x)
 
@@ -51,8 +52,8 @@ def test_layouts_agree_up_to_fixed_permutation():
     x = jax.random.normal(jax.random.key(3), (2, 9, 3, HEAD_DIM))
     positions = jnp.broadcast_to(jnp.arange(9) * 13, (2, 9))
     np.testing.assert_allclose(
-        apply_rope(x[..., perm], positions, layout="interleaved"),
-        apply_rope(x, positions, layout="half")[..., perm],
+        apply_rope(x[..., perm], positions, THETA, layout="interleaved"),
+        apply_rope(x, positions, THETA, layout="half")[..., perm],
         rtol=1e-5, atol=1e-6,
     )
 
@@ -60,9 +61,9 @@ def test_layouts_agree_up_to_fixed_permutation():
 def test_rotation_matches_closed_form_for_one_pair():
     # Position 3, first pair (theta_0 = 1): (1, 0) -> (cos 3, sin 3).
     x = jnp.zeros((1, 1, 1, 4)).at[..., 0].set(1.0)
-    out = apply_rope(x, jnp.array([[3]]))
+    out = apply_rope(x, jnp.array([[3]]), rope_frequencies(4))
     np.testing.assert_allclose(out[0, 0, 0], [np.cos(3), np.sin(3), 0, 0], atol=1e-6)
-    np.testing.assert_allclose(rope_inverse_frequencies(4), [1.0, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(rope_frequencies(4), [1.0, 0.01], rtol=1e-6)
 
 
 def test_odd_head_dim_is_a_clear_error():

@@ -20,12 +20,13 @@ from posenc_jax.encodings.fire import Fire
 from posenc_jax.encodings.kerple import Kerple
 from posenc_jax.encodings.learned import Learned
 from posenc_jax.encodings.nope import NoPE
-from posenc_jax.encodings.rope import Rope, apply_rope, rope_inverse_frequencies
+from posenc_jax.encodings.rope import Rope, apply_rope
+from posenc_jax.encodings.rope_scaling import SCALINGS, rope_frequencies, yarn_attention_factor
 from posenc_jax.encodings.shaw import Shaw
 from posenc_jax.encodings.sinusoidal import Sinusoidal, sinusoidal_table
 from posenc_jax.encodings.t5 import T5, t5_relative_bucket
 from posenc_jax.encodings.transformer_xl import TransformerXL
-from posenc_jax.encodings.xpos import Xpos, apply_xpos, xpos_zeta
+from posenc_jax.encodings.xpos import Xpos, xpos_zeta
 from posenc_jax.errors import ConfigError
 from posenc_jax.spec import build_spec
 
@@ -88,15 +89,18 @@ def _adds_logit_bias(module: PositionalEncoding) -> bool:
 __all__ = [
     "EncodingSpec",
     "PositionalEncoding",
+    "Rope",
+    "Xpos",
     "REGISTRY",
+    "SCALINGS",
     "alibi_slopes",
     "attention_bias",
     "apply_rope",
-    "apply_xpos",
     "available",
     "make_encoding",
-    "rope_inverse_frequencies",
+    "rope_frequencies",
     "sinusoidal_table",
     "t5_relative_bucket",
     "xpos_zeta",
+    "yarn_attention_factor",
 ]

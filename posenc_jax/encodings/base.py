@@ -97,6 +97,8 @@ class EncodingSpec(Spec, abc.ABC):
     """
 
     family: ClassVar[str] = "relative"
+    # Fields a trained run may be re-evaluated with (`posenc-eval`): no parameter depends on them.
+    evaluation_fields: ClassVar[tuple[str, ...]] = ()
 
     randomized: bool = False
     max_position: int = 2048  # Ruoss et al.'s L for randomized positions
@@ -111,6 +113,11 @@ class EncodingSpec(Spec, abc.ABC):
     def represents(self, num_positions: int) -> bool:
         """Whether positions 0 .. num_positions-1 all exist for this encoding."""
         return self.max_positions is None or num_positions <= self.max_positions
+
+    def with_trained_length(self, trained_positions: int) -> "EncodingSpec":
+        """This spec with the parameters that default to the number of positions seen in
+        training filled in (RoPE scaling's original_max_len); most encodings have none."""
+        return self
 
     def validate(self, model: "ModelConfig") -> None:
         """Raise `ConfigError` if this encoding cannot work with `model`."""

@@ -13,34 +13,38 @@ Two layouts pair the dimensions differently; they are the same map up to a fixed
 - "interleaved": pairs (2i, 2i+1), as in the paper and the original RoFormer/Mesh code;
 - "half": pairs (i, i + d/2), the "rotate_half" layout of GPT-NeoX and HF LLaMA.
 
+Context extension (`encoding.scaling`: pi, ntk, dynamic_ntk, yarn) changes θ_i; see
+`rope_scaling.py`. It applies at training time and, since no parameter depends on it, can be
+changed when a trained run is evaluated again (`posenc-eval`).
+
 Shapes: x [batch, seq, heads, head_dim]; positions [batch, seq] int.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.rope_scaling import check_scaling, rope_frequencies, yarn_attention_factor
 from posenc_jax.errors import ConfigError
 
 LAYOUTS = ("interleaved", "half")
 
 
-def rope_inverse_frequencies(head_dim: int, base: float = 10000.0) -> jax.Array:
-    """θ_i = base^(-2i/head_dim) for i = 0 .. head_dim/2 - 1: [head_dim // 2] float32."""
-    return base ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-
-
 def apply_rope(
-    x: jax.Array, positions: jax.Array, base: float = 10000.0, layout: str = "interleaved"
+    x: jax.Array, positions: jax.Array, inverse_frequencies: jax.Array, layout: str = "interleaved"
 ) -> jax.Array:
-    """Rotate x [batch, seq, heads, head_dim] by its positions [batch, seq]."""
-    head_dim = x.shape[-1]
-    angles = positions[..., None].astype(jnp.float32) * rope_inverse_frequencies(head_dim, base)
+    """Rotate x [batch, seq, heads, head_dim] by positions [batch, seq] × inverse_frequencies,
+    which are [head_dim/2] (see `rope_frequencies`) or per example [batch, head_dim/2]."""
+    frequencies = jnp.asarray(inverse_frequencies, jnp.float32)
+    if frequencies.ndim == 2:
+        frequencies = frequencies[:, None, :]  # [batch, 1, head_dim/2], broadcast over seq
+    angles = positions[..., None].astype(jnp.float32) * frequencies
     cos = jnp.cos(angles)[..., None, :]  # [batch, seq, 1, head_dim/2], broadcast over heads
     sin = jnp.sin(angles)[..., None, :]
     xf = x.astype(jnp.float32)
@@ -57,23 +61,45 @@ def apply_rope(
     return rotated.astype(x.dtype)
 
 
+def pair_values_to_dims(values: jax.Array, layout: str) -> jax.Array:
+    """Spread per-pair values [..., head_dim/2] onto both dimensions of each pair: [..., head_dim]."""
+    if layout == "interleaved":
+        return jnp.repeat(values, 2, axis=-1)
+    return jnp.concatenate([values, values], axis=-1)
+
+
+def sequence_lengths(positions: jax.Array) -> jax.Array:
+    """Per-example length as the rotation sees it, last position + 1: [batch, seq] -> [batch].
+
+    Padding sits at position 0, so it does not count."""
+    return positions.max(axis=1) + 1
+
+
 class RotaryEncoding(PositionalEncoding):
-    def __init__(self, base: float, layout: str):
-        self.base = base
-        self.layout = layout
+    """RoPE with a context-extension rule; `Rope.rotate` is the one place that applies it."""
+
+    def __init__(self, spec: "Rope"):
+        self.spec = spec  # frozen, hence a static part of the module
 
     def rotate_qk(self, q, k, q_positions, k_positions):
-        return (
-            apply_rope(q, q_positions, self.base, self.layout),
-            apply_rope(k, k_positions, self.base, self.layout),
-        )
+        return self.spec.rotate(q, q_positions, is_query=True), self.spec.rotate(k, k_positions, is_query=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class Rope(EncodingSpec):
+    """RoPE's parameters, and its context extension (`rope_scaling.py`): `scaling` is one of
+    none/pi/ntk/dynamic_ntk/yarn, `scale` the factor s, `original_max_len` the trained length
+    (filled in from the task when a run starts)."""
+
     name = "rope"
     base: float = 10000.0
     layout: str = "interleaved"
+    scaling: str = "none"
+    scale: float = 1.0
+    original_max_len: int | None = None
+
+    # Evaluation may change these without retraining: no parameter depends on them.
+    evaluation_fields: ClassVar[tuple[str, ...]] = ("scaling", "scale", "original_max_len")
 
     def validate(self, model) -> None:
         super().validate(model)
@@ -89,6 +115,31 @@ class Rope(EncodingSpec):
             )
         if not self.base > 1:
             raise ConfigError(f"encoding.base={self.base} must be greater than 1.")
+        check_scaling(self.scaling, self.scale, self.original_max_len)
+        if self.scaling in ("ntk", "dynamic_ntk") and model.head_dim < 4:
+            raise ConfigError(
+                f"encoding.scaling={self.scaling} changes the base by s^(d/(d-2)), which needs a "
+                f"head dimension of at least 4; it is {model.head_dim}."
+            )
+
+    def with_trained_length(self, trained_positions: int) -> "Rope":
+        if self.original_max_len is not None:
+            return self
+        return dataclasses.replace(self, original_max_len=trained_positions)
+
+    def frequencies(self, head_dim: int, positions: jax.Array) -> jax.Array:
+        """θ' for these positions [batch, seq]: [head_dim/2], or [batch, head_dim/2] (dynamic_ntk)."""
+        length = sequence_lengths(positions) if self.scaling == "dynamic_ntk" else None
+        return rope_frequencies(head_dim, self.base, self.scaling, self.scale, self.original_max_len, length)
+
+    def rotate(self, x: jax.Array, positions: jax.Array, is_query: bool) -> jax.Array:
+        """x [batch, seq, heads, head_dim] rotated, times YaRN's attention factor under yarn.
+
+        RoPE treats queries and keys alike; xPos (a subclass) does not."""
+        rotated = apply_rope(x, positions, self.frequencies(x.shape[-1], positions), self.layout)
+        if self.scaling == "yarn":
+            rotated = rotated * yarn_attention_factor(self.scale)
+        return rotated
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
-        return RotaryEncoding(self.base, self.layout)
+        return RotaryEncoding(self)

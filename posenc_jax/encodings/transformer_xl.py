@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
-from posenc_jax.encodings.rope import rope_inverse_frequencies
+from posenc_jax.encodings.rope_scaling import rope_frequencies
 from posenc_jax.errors import ConfigError
 
 
@@ -49,7 +49,7 @@ class RelativeSinusoidAttention(PositionalEncoding):
         content = jnp.einsum("bqhd,bkhd->bhqk", q + self.content_bias[...], k)
         projected = jnp.einsum("bqhd,mhd->bqhm", q + self.position_bias[...], self.position_projection[layer])
         sine_part, cosine_part = jnp.split(projected.astype(jnp.float32), 2, axis=-1)
-        frequencies = rope_inverse_frequencies(projected.shape[-1], self.base)
+        frequencies = rope_frequencies(projected.shape[-1], self.base)
         q_angles = (q_positions[..., None].astype(jnp.float32) * frequencies)[:, :, None, :]
         k_angles = k_positions[..., None].astype(jnp.float32) * frequencies
         sin_a, cos_a = jnp.sin(q_angles), jnp.cos(q_angles)

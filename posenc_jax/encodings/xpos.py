@@ -15,6 +15,9 @@ numbers small; that shift cancels in q·k, so positions are used as given here.
 In an encoder, keys to the right of the query (m > n) are amplified rather than decayed: the
 formula is the paper's, which was designed for decoders; it is applied unchanged.
 
+RoPE's context-extension rules (`encoding.scaling`) change the rotation only: the decay stays a
+function of the true distance, which is what xPos relies on to extrapolate.
+
 Shapes: x [batch, seq, heads, head_dim]; positions [batch, seq].
 """
 
@@ -24,10 +27,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
-from posenc_jax.encodings.rope import Rope, apply_rope
+from posenc_jax.encodings.rope import Rope, pair_values_to_dims
 
 
 def xpos_zeta(head_dim: int, gamma: float = 0.4) -> jax.Array:
@@ -35,39 +36,19 @@ def xpos_zeta(head_dim: int, gamma: float = 0.4) -> jax.Array:
     return (jnp.arange(0, head_dim, 2, dtype=jnp.float32) + gamma * head_dim) / ((1 + gamma) * head_dim)
 
 
-def apply_xpos(
-    x: jax.Array, positions: jax.Array, base: float, scale_base: float, downscale: bool, gamma: float = 0.4
-) -> jax.Array:
-    """RoPE-rotate x [batch, seq, heads, head_dim], then scale pair i by ζ_i^(±position/scale_base)."""
-    exponent = positions[..., None].astype(jnp.float32) / scale_base  # [batch, seq, 1]
-    scale = xpos_zeta(x.shape[-1], gamma) ** (-exponent if downscale else exponent)
-    scale = jnp.repeat(scale, 2, axis=-1)[:, :, None, :]  # both dims of a pair, every head
-    return (apply_rope(x, positions, base, "interleaved").astype(jnp.float32) * scale).astype(x.dtype)
-
-
-class XposEncoding(PositionalEncoding):
-    def __init__(self, base: float, scale_base: float, gamma: float):
-        self.base = base
-        self.scale_base = scale_base
-        self.gamma = gamma
-
-    def rotate_qk(self, q, k, q_positions, k_positions):
-        return (
-            apply_xpos(q, q_positions, self.base, self.scale_base, downscale=False, gamma=self.gamma),
-            apply_xpos(k, k_positions, self.base, self.scale_base, downscale=True, gamma=self.gamma),
-        )
+def xpos_scale(positions: jax.Array, head_dim: int, scale_base: float, gamma: float, is_query: bool) -> jax.Array:
+    """ζ^(+position/scale_base) for queries, ζ^(−position/scale_base) for keys: [batch, seq, head_dim/2]."""
+    exponent = positions[..., None].astype(jnp.float32) / scale_base
+    return xpos_zeta(head_dim, gamma) ** (exponent if is_query else -exponent)
 
 
 @dataclasses.dataclass(frozen=True)
-class Xpos(EncodingSpec):
+class Xpos(Rope):
     name = "xpos"
-    base: float = 10000.0
     scale_base: float = 512.0
     gamma: float = 0.4
 
-    def validate(self, model) -> None:
-        super().validate(model)
-        Rope(base=self.base).validate(model)  # same constraints: even head_dim, base > 1
-
-    def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
-        return XposEncoding(self.base, self.scale_base, self.gamma)
+    def rotate(self, x: jax.Array, positions: jax.Array, is_query: bool) -> jax.Array:
+        scale = xpos_scale(positions, x.shape[-1], self.scale_base, self.gamma, is_query)
+        scale = pair_values_to_dims(scale, self.layout)[:, :, None, :]  # every head
+        return (super().rotate(x, positions, is_query).astype(jnp.float32) * scale).astype(x.dtype)

@@ -1,0 +1,113 @@
+"""Evaluate a finished run again (`posenc-eval`), longer or under another RoPE scaling rule,
+without retraining.
+
+    posenc-eval run_dir=outputs/<date>/<time>_rope_word_order eval.max_len=256
+    posenc-eval run_dir=... encoding.scaling=yarn encoding.scale=4 eval.max_len=256 tag=yarn4
+
+The run's own resolved `config.yaml` is reloaded and the overrides applied to it; only settings
+that no trained parameter depends on may change: `eval.*`, and the encoding's
+`evaluation_fields` (RoPE's scaling, scale and original_max_len). Anything else (the
+architecture, the task and its vocabulary, the seed, training) would need retraining and is a
+`ConfigError`. The parameters come from the run's checkpoint.
+
+Each re-evaluation has a tag (default: its overrides, e.g. `eval.max_len=256`) and writes, next
+to the original outputs and never over them: results_<tag>.json (the schema of results.json),
+accuracy_vs_length_<tag>.png, TensorBoard scalars and images under eval_<tag>/..., and lines in
+metrics.jsonl, all at the run's final training step. With unchanged settings it reproduces the
+original evaluation exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from posenc_jax.checkpoint import restore_params
+from posenc_jax.config import settings_from_dict
+from posenc_jax.encodings import REGISTRY as ENCODINGS
+from posenc_jax.errors import ConfigError
+from posenc_jax.run import RESULTS_FILE, evaluate_and_log, write_json_atomically
+from posenc_jax.run_log import RunLog, json_safe
+
+_TAG = re.compile(r"^[A-Za-z0-9._=,+-]+$")  # safe in a file name and a TensorBoard tag
+
+
+def reevaluate(run_dir: str | Path, overrides: Sequence[str] = (), tag: str | None = None) -> dict[str, Any]:
+    """Evaluate the run in `run_dir` again with `overrides` ("key=value" strings); returns and
+    writes the new results (results_<tag>.json)."""
+    run_dir = Path(run_dir).absolute()
+    original = _finished_results(run_dir)
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    changes = dict(_parse_override(text) for text in overrides)
+    _refuse_retraining_changes(changes, stored["encoding"]["name"])
+    tag = tag or ",".join(overrides) or "rerun"
+    if not _TAG.match(tag):
+        raise ConfigError(
+            f"tag={tag!r} cannot name a file; use letters, digits and . _ = , + - only "
+            f"(e.g. tag=yarn4)."
+        )
+    out_file = run_dir / f"results_{tag}.json"
+    if out_file.exists():
+        raise ConfigError(f"{out_file} already exists; refusing to overwrite it. Choose another tag=<name>.")
+
+    raw = copy.deepcopy(stored)
+    for key, value in changes.items():
+        section, field = key.split(".", 1)
+        raw[section][field] = value
+    settings = settings_from_dict(raw)
+    graphdef, params = restore_params(run_dir, settings)
+    step = original["train"]["steps"]
+    log = RunLog(run_dir)
+    try:
+        evaluation = evaluate_and_log(settings, graphdef, params, run_dir, log, step, tag)
+    finally:
+        log.close()
+    results = json_safe({**original, "config": settings.to_dict(), "eval": evaluation})
+    write_json_atomically(out_file, results)
+    return results
+
+
+def allowed_overrides(encoding_name: str) -> list[str]:
+    """The keys a re-evaluation of a run trained with this encoding may change."""
+    return ["eval.*"] + [f"encoding.{field}" for field in ENCODINGS[encoding_name].evaluation_fields]
+
+
+def _finished_results(run_dir: Path) -> dict[str, Any]:
+    results_file = run_dir / RESULTS_FILE
+    if not results_file.is_file():
+        raise ConfigError(
+            f"{run_dir} holds no finished run ({RESULTS_FILE} is missing); pass the directory of a "
+            f"completed posenc-train run as run_dir=<dir>."
+        )
+    results = json.loads(results_file.read_text())
+    if results.get("status") != "completed":
+        raise ConfigError(
+            f"The run in {run_dir} did not complete (status {results.get('status')!r}), so it has "
+            f"no trained parameters to evaluate."
+        )
+    return results
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(
+            f"Override {text!r} is not of the form section.key=value (e.g. eval.max_len=256)."
+        )
+    return key, yaml.safe_load(value)  # "256" -> 256, "yarn" -> "yarn", "null" -> None
+
+
+def _refuse_retraining_changes(changes: dict[str, Any], encoding_name: str) -> None:
+    allowed = allowed_overrides(encoding_name)
+    refused = [key for key in changes if not (key.startswith("eval.") or key in allowed)]
+    if refused:
+        raise ConfigError(
+            f"A re-evaluation cannot change {refused}: the trained parameters depend on it, so it "
+            f"needs retraining (posenc-train with the new value). A re-evaluation of this "
+            f"{encoding_name!r} run may change {allowed}."
+        )

@@ -1,0 +1,116 @@
+"""posenc-eval: a trained run evaluated again, from its checkpoint and its own config."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from posenc_jax.errors import ConfigError
+from posenc_jax.reevaluate import reevaluate
+from posenc_jax.run import run
+
+from conftest import make_settings
+
+# Everything of the `eval` section that is a result, not a measurement of this machine's speed.
+TIMING = {"wall_s", "num_compilations"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("trained")
+    results = run(make_settings("encoding=rope", "task=reverse"), run_dir, show_progress=False)
+    return run_dir, results
+
+
+def _without_timing(evaluation):
+    return {key: value for key, value in evaluation.items() if key not in TIMING}
+
+
+def test_same_settings_reproduce_results_exactly(trained_run):
+    run_dir, original = trained_run
+    again = reevaluate(run_dir)
+    on_disk = json.loads((run_dir / "results_rerun.json").read_text())
+    assert on_disk == again
+    assert _without_timing(again["eval"]) == _without_timing(original["eval"])
+    assert again["config"] == original["config"] and again["train"] == original["train"]
+    assert set(again) == set(original)  # the schema of results.json
+
+
+def test_longer_evaluation_extends_the_same_numbers(trained_run, capsys):
+    run_dir, original = trained_run
+    longer = reevaluate(run_dir, ["eval.max_len=30"])
+    assert (run_dir / "results_eval.max_len=30.json").exists()
+    ev, before = longer["eval"], original["eval"]
+    assert ev["lengths"] == list(range(1, 31)) and ev["buckets"] == [6, 12, 24, 30]
+    # The same examples at every length evaluated before, whatever bucket they now fall in.
+    assert ev["token_acc"][: len(before["lengths"])] == before["token_acc"]
+    assert ev["attention_len"] == 30
+    assert "eval.max_len=30" in capsys.readouterr().out
+
+
+def test_scaling_rule_is_applied_and_tagged(trained_run):
+    run_dir, original = trained_run
+    results = reevaluate(run_dir, ["encoding.scaling=yarn", "encoding.scale=2", "eval.save_attention=true"], tag="yarn2")
+    encoding = results["config"]["encoding"]
+    assert (encoding["scaling"], encoding["scale"], encoding["original_max_len"]) == ("yarn", 2.0, 12)
+    assert results["eval"]["token_acc"] != original["eval"]["token_acc"]  # the rule changed the model
+    assert (run_dir / "accuracy_vs_length_yarn2.png").exists()
+    assert (run_dir / "attention_yarn2_layer0.png").stat().st_size > 1000
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_yarn2/acc_ood" in line and line["step"] == 20 for line in lines)
+
+
+@pytest.mark.parametrize("override, refused", [
+    ("model.d_model=64", "model.d_model"),
+    ("task.vocab_size=32", "task.vocab_size"),
+    ("encoding.base=500", "encoding.base"),
+    ("seed.x=1", "seed.x"),
+])
+def test_changes_that_need_retraining_are_refused(trained_run, override, refused):
+    run_dir, _ = trained_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(ConfigError, match=rf"A re-evaluation cannot change \['{refused}'\].*needs retraining.*"
+                                          rf"may change \['eval.\*', 'encoding.scaling', 'encoding.scale', 'encoding.original_max_len'\]"):
+        reevaluate(run_dir, [override])
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_an_existing_tag_is_not_overwritten(trained_run):
+    run_dir, _ = trained_run
+    reevaluate(run_dir, ["eval.examples_per_length=8"], tag="small")
+    before = (run_dir / "results_small.json").read_text()
+    with pytest.raises(ConfigError, match="results_small.json already exists"):
+        reevaluate(run_dir, ["eval.examples_per_length=4"], tag="small")
+    assert (run_dir / "results_small.json").read_text() == before
+
+
+def test_corrupt_checkpoint_is_a_clear_error(trained_run, tmp_path):
+    source, _ = trained_run
+    copy = tmp_path / "copy"
+    shutil.copytree(source, copy)
+    for path in (copy / "checkpoint").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"checkpoint .* is corrupt or does not match.*Nothing was evaluated"):
+        reevaluate(copy, ["eval.max_len=20"])
+    assert not (copy / "results_eval.max_len=20.json").exists()
+
+
+def test_a_folder_without_a_finished_run_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"holds no finished run \(results.json is missing\)"):
+        reevaluate(tmp_path)
+
+
+def test_cli_reports_bad_input_in_one_paragraph(trained_run):
+    run_dir, _ = trained_run
+    done = subprocess.run(
+        [sys.executable, "-c", "from posenc_jax.cli import evaluate_main; evaluate_main()",
+         f"run_dir={run_dir}", "model.num_layers=3"],
+        capture_output=True, text=True, env=dict(os.environ), timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("posenc-eval: A re-evaluation cannot change ['model.num_layers']")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,138 @@
+"""RoPE context extension: every rule against its formula, computed here independently in numpy."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posenc_jax.encodings import Rope, Xpos, apply_rope, rope_frequencies, yarn_attention_factor
+from posenc_jax.errors import ConfigError
+
+from conftest import make_settings
+
+
+def _theta(head_dim, base=10000.0):
+    return np.array([base ** (-2 * i / head_dim) for i in range(head_dim // 2)])
+
+
+def test_none_and_pi():
+    np.testing.assert_allclose(rope_frequencies(8), _theta(8), rtol=1e-6)
+    np.testing.assert_allclose(rope_frequencies(8, scaling="none"), _theta(8), rtol=1e-6)
+    np.testing.assert_allclose(rope_frequencies(8, scaling="pi", scale=4.0), _theta(8) / 4, rtol=1e-6)
+
+
+def test_ntk_changes_the_base():
+    d, s = 16, 8.0
+    new_base = 10000.0 * s ** (d / (d - 2))
+    frequencies = np.asarray(rope_frequencies(d, scaling="ntk", scale=s))
+    np.testing.assert_allclose(frequencies, _theta(d, new_base), rtol=1e-5)
+    # The highest frequency is kept, the lowest is interpolated by exactly s.
+    assert frequencies[0] == pytest.approx(1.0)
+    assert frequencies[-1] == pytest.approx(_theta(d)[-1] / s, rel=1e-5)
+
+
+def test_dynamic_ntk_scales_only_past_the_trained_length():
+    d, trained = 16, 64
+    dynamic = lambda length, scale=1.0: np.asarray(
+        rope_frequencies(d, scaling="dynamic_ntk", scale=scale, original_max_len=trained, length=length))
+    np.testing.assert_allclose(dynamic(10), _theta(d), rtol=1e-6)
+    np.testing.assert_allclose(dynamic(trained), _theta(d), rtol=1e-6)
+    np.testing.assert_allclose(dynamic(2 * trained), _theta(d, 10000.0 * 2 ** (d / (d - 2))), rtol=1e-5)
+    # HF's factor with s = 2 at length 3L: 2·3 − 1 = 5.
+    np.testing.assert_allclose(dynamic(3 * trained, 2.0), _theta(d, 10000.0 * 5 ** (d / (d - 2))), rtol=1e-5)
+    # Per-example lengths give per-example frequencies.
+    batch = dynamic(jnp.array([10, 2 * trained]))
+    np.testing.assert_allclose(batch, np.stack([dynamic(10), dynamic(2 * trained)]), rtol=1e-6)
+
+
+def test_yarn_ramp_bounds_match_the_authors_correction_range():
+    """LLaMA's d = 128, base 10^4, L = 4096, s = 8. The authors' find_correction_range gives
+    low = floor(d·ln(L/(2π·32)) / (2 ln base)) = 20 and high = ceil(d·ln(L/(2π·1)) / (2 ln base)) = 46:
+    pairs up to 20 turn more than β = 32 times over L and keep θ_i, pairs from 46 turn less
+    than α = 1 times and are interpolated like PI."""
+    d, base, s, trained = 128, 10000.0, 8.0, 4096
+    low = math.floor(d * math.log(trained / (2 * math.pi * 32)) / (2 * math.log(base)))
+    high = math.ceil(d * math.log(trained / (2 * math.pi * 1)) / (2 * math.log(base)))
+    assert (low, high) == (20, 46)
+    theta = _theta(d, base)
+    yarn = np.asarray(rope_frequencies(d, base, "yarn", s, trained), dtype=np.float64)
+    np.testing.assert_allclose(yarn[: low + 1], theta[: low + 1], rtol=1e-5)
+    np.testing.assert_allclose(yarn[high:], theta[high:] / s, rtol=1e-5)
+    between = slice(low + 1, high)
+    assert (yarn[between] < theta[between]).all() and (yarn[between] > theta[between] / s).all()
+    # The paper's ramp γ(r) = (r − 1) / 31 with r = L·θ/(2π), at one pair inside the range.
+    i = 30
+    ramp = (trained * theta[i] / (2 * math.pi) - 1) / 31
+    assert yarn[i] == pytest.approx((1 - ramp) * theta[i] / s + ramp * theta[i], rel=1e-5)
+
+
+def test_yarn_attention_factor():
+    assert yarn_attention_factor(1.0) == 1.0
+    assert yarn_attention_factor(4.0) == pytest.approx(0.1 * math.log(4) + 1)
+    assert yarn_attention_factor(8.0) == pytest.approx(1.2079441541679836)
+
+
+def test_pi_is_rope_at_divided_positions():
+    x = jax.random.normal(jax.random.key(0), (2, 12, 3, 16))
+    positions = jnp.broadcast_to(jnp.arange(12), (2, 12))
+    for s in (2.0, 3.0, 8.0):
+        pi = Rope(scaling="pi", scale=s).rotate(x, positions, is_query=True)
+        np.testing.assert_allclose(pi, apply_rope(x, positions / s, rope_frequencies(16)), rtol=1e-5, atol=1e-6)
+
+
+def test_yarn_multiplies_queries_and_keys_by_the_attention_factor():
+    x = jax.random.normal(jax.random.key(1), (1, 5, 2, 16))
+    positions = jnp.arange(5)[None]
+    spec = Rope(scaling="yarn", scale=4.0, original_max_len=8)
+    unscaled = apply_rope(x, positions, rope_frequencies(16, scaling="yarn", scale=4.0, original_max_len=8))
+    np.testing.assert_allclose(spec.rotate(x, positions, is_query=False), unscaled * (0.1 * math.log(4) + 1), rtol=1e-5)
+
+
+def test_dynamic_ntk_in_the_model_reads_each_sequence_length():
+    """Inside the trained length it is plain RoPE; past it, each example gets its own base."""
+    x = jax.random.normal(jax.random.key(2), (2, 40, 1, 16))
+    short = jnp.where(jnp.arange(40) < 10, jnp.arange(40), 0)  # length 10, then padding at 0
+    positions = jnp.stack([short, jnp.arange(40)])  # lengths 10 and 40
+    rotated = Rope(scaling="dynamic_ntk", original_max_len=20).rotate(x, positions, is_query=True)
+    plain = apply_rope(x, positions, rope_frequencies(16))
+    np.testing.assert_allclose(rotated[0], plain[0], rtol=1e-6)
+    ntk = apply_rope(x[1:], positions[1:], rope_frequencies(16, scaling="ntk", scale=2.0))
+    np.testing.assert_allclose(rotated[1:], ntk, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scaling", ["pi", "ntk", "yarn"])
+def test_static_rules_keep_rope_relative(scaling):
+    q, k = jax.random.normal(jax.random.key(3), (2, 1, 1, 1, 16))
+    spec = Rope(scaling=scaling, scale=4.0, original_max_len=32)
+    dot = lambda m, n: float(jnp.sum(spec.rotate(q, jnp.array([[m]]), True) * spec.rotate(k, jnp.array([[n]]), False)))
+    assert dot(3, 10) == pytest.approx(dot(103, 110), rel=1e-4, abs=1e-5)
+
+
+def test_xpos_takes_the_rules_in_its_rotation():
+    x = jax.random.normal(jax.random.key(4), (1, 6, 1, 8))
+    positions = jnp.arange(6)[None]
+    plain, pi = Xpos(), Xpos(scaling="pi", scale=2.0)
+    ratio = pi.rotate(x, positions, True) / Rope(scaling="pi", scale=2.0).rotate(x, positions, True)
+    np.testing.assert_allclose(ratio, plain.rotate(x, positions, True) / Rope().rotate(x, positions, True), rtol=1e-4)
+
+
+def test_trained_length_is_filled_in_from_the_task():
+    settings = make_settings("encoding=rope", "task=reverse", "task.train_max_len=6")
+    assert settings.encoding.original_max_len == 12  # 6 input tokens and 6 answer slots
+    randomized = make_settings("encoding=rope", "encoding.randomized=true", "encoding.max_position=100")
+    assert randomized.encoding.original_max_len == 100
+    explicit = make_settings("encoding=rope", "encoding.original_max_len=50")
+    assert explicit.encoding.original_max_len == 50
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["encoding.scaling=longrope"], r"encoding.scaling='longrope' is unknown; valid choices are \['none', 'pi', 'ntk', 'dynamic_ntk', 'yarn'\]"),
+    (["encoding.scaling=pi", "encoding.scale=0.5"], r"encoding.scale=0.5 must be at least 1"),
+    (["encoding.scale=4"], r"encoding.scale=4.0 has no effect with encoding.scaling=none"),
+    (["encoding.scaling=ntk", "model.d_model=4", "model.num_heads=2"], r"needs a head dimension of at least 4; it is 2"),
+])
+def test_bad_scaling_is_a_clear_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_settings("encoding=rope", *overrides)
