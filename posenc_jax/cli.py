@@ -1,4 +1,4 @@
-"""The commands: `posenc-train` (and `python -m posenc_jax`) and `posenc-eval`.
+"""The commands: `posenc-train` (and `python -m posenc_jax`), `posenc-eval`, `posenc-inspect`.
 
 posenc-train: Hydra composes `configs/train.yaml` with the command-line overrides; this module
 turns the result into plain `Settings` (validated before anything compiles) and calls `run`.
@@ -6,6 +6,9 @@ Unknown config groups or keys are rejected by Hydra itself, with its list of val
 
 posenc-eval: `run_dir=<dir> [tag=<name>] [key=value ...]`, see `reevaluate.py`. It starts from
 a finished run's own resolved config, so it needs no Hydra composition.
+
+posenc-inspect: Hydra composes `configs/inspect.yaml` (an encoding, a model, a length); see
+`inspection.py`.
 
 Bad values end with a one-paragraph `ConfigError` message and exit status 2.
 """
@@ -21,10 +24,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_jax.compilation import enable_persistent_cache
-from posenc_jax.config import settings_from_dict
+from posenc_jax.config import ModelConfig, settings_from_dict
+from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
+from posenc_jax.inspection import inspect_encoding
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
+from posenc_jax.spec import construct
 
 
 def config_dir() -> str:
@@ -68,6 +74,22 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         print(f"posenc-eval: run_dir=<dir> is required.\n{EVAL_USAGE}", file=sys.stderr)
         sys.exit(2)
     _run_command("posenc-eval", lambda: reevaluate(special["run_dir"], overrides, special.get("tag")))
+
+
+def _inspect(cfg: DictConfig) -> None:
+    def start():
+        raw = OmegaConf.to_container(cfg, resolve=True)
+        model = construct(ModelConfig, raw["model"], "section 'model'")
+        model.validate()
+        spec = make_encoding(raw["encoding"])
+        out_dir = Path(raw["out_dir"]).absolute()
+        print(inspect_encoding(spec, model, raw["length"], raw["trained_len"], out_dir, raw["seed"]))
+        print(f"pictures: {', '.join(sorted(p.name for p in out_dir.glob('*.png')))} in {out_dir}")
+
+    _run_command("posenc-inspect", start)
+
+
+inspect_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="inspect")(_inspect)
 
 
 def _run_command(command: str, start):

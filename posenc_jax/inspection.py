@@ -1,0 +1,154 @@
+"""`posenc-inspect`: pictures of what an encoding does to positions, without training.
+
+    posenc-inspect encoding=rope length=128 trained_len=32
+
+writes into `out_dir` (default inspect/<encoding>/):
+
+- similarity.png: how alike positions 0 .. length-1 look to the model, S[i, j]:
+  - absolute encodings (sinusoidal, learned): dot products of the position vectors, p_i · p_j;
+  - all others: the attention logit of query i and key j at fixed content (every query and key
+    the all-ones vector), through the encoding's own hooks: a logit bias (ALiBi, T5, KERPLE,
+    FIRE), a rotation (RoPE, xPos) or a content-dependent term (Shaw, DeBERTa, Transformer-XL,
+    CoPE). One panel per head where heads differ.
+  Parameters are the encoding's initialisation (seed 0); learned ones are therefore untrained.
+- for RoPE and xPos, decay.png: RoFormer's long-range decay (Su et al. 2021, §3.4.3), the bound
+  (1/(d/2)) Σ_{j=1}^{d/2} |Σ_{k<j} e^{i·r·θ_k}| on |q·k| against the relative distance r;
+- for RoPE and xPos, scaling.png: the same bound and the fixed-content logit under each context
+  extension rule (none, pi, ntk, dynamic_ntk, yarn), extending `trained_len` to `length`
+  (s = length / trained_len);
+- summary.txt: the numbers behind the pictures, also printed: mean S at distances 0, 1,
+  length/8 and length/2 (neighbouring positions look alike, distant ones differ), and for rotary
+  encodings the shortest and longest wavelength under each rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from posenc_jax.config import ModelConfig
+from posenc_jax.encodings import SCALINGS, EncodingSpec, Rope, rope_frequencies
+from posenc_jax.errors import ConfigError, require_at_least
+from posenc_jax.report import plt
+
+
+def position_similarity(spec: EncodingSpec, model: ModelConfig, length: int, seed: int = 0) -> np.ndarray:
+    """S [panels, length, length]: position-vector dot products (absolute encodings, one panel)
+    or fixed-content attention logits of layer 0 (every other encoding, one panel per head)."""
+    if not spec.represents(length):
+        raise ConfigError(
+            f"length={length} needs positions up to {length - 1}, but encoding {spec.name!r} "
+            f"represents only {spec.max_positions}; choose length <= {spec.max_positions}."
+        )
+    module = spec.build(model, nnx.Rngs(seed))
+    positions = jnp.arange(length)[None]
+    if spec.family == "absolute":
+        vectors = module.embed(jnp.zeros((1, length, model.d_model)), positions)[0]
+        return np.asarray(vectors @ vectors.T)[None]
+    content = jnp.ones((1, length, model.num_heads, model.head_dim))
+    mask = jnp.ones((1, 1, length, length), bool)
+    if model.causal:
+        mask = mask & jnp.tril(jnp.ones((length, length), bool))
+    q, k = module.rotate_qk(content, content, positions, positions)
+    logits = module.attention_logits(q, k, positions, positions, mask, 0)
+    bias = module.logit_bias(positions, positions, 0)
+    if bias is not None:
+        logits = logits + bias
+    logits = np.asarray(jnp.where(mask, logits, jnp.nan)[0])
+    same = all(np.allclose(logits[0], head, equal_nan=True) for head in logits[1:])
+    return logits[:1] if same else logits
+
+
+def rope_decay_bound(frequencies: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """RoFormer §3.4.3: (1/(d/2)) Σ_{j=1}^{d/2} |S_j|, S_j = Σ_{k<j} e^{i r θ_k}, per distance r."""
+    phases = np.exp(1j * np.outer(distances, frequencies))  # [r, d/2]
+    return np.abs(np.cumsum(phases, axis=1)).mean(axis=1)
+
+
+def mean_at_distance(similarity: np.ndarray, distance: int) -> float:
+    """Mean over panels and i of S[i, i + distance] (NaN-free entries only)."""
+    return float(np.nanmean(np.diagonal(similarity, offset=distance, axis1=1, axis2=2)))
+
+
+def inspect_encoding(
+    spec: EncodingSpec, model: ModelConfig, length: int, trained_len: int, out_dir: Path, seed: int = 0
+) -> str:
+    """Write the pictures and summary.txt into out_dir; returns the summary text."""
+    require_at_least("length", length, 2)
+    require_at_least("trained_len", trained_len, 1)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rotary = isinstance(spec, Rope)
+    if rotary:
+        spec = spec.with_trained_length(trained_len)
+    spec.validate(model)
+    similarity = position_similarity(spec, model, length, seed)
+    kind = "position-vector dot products" if spec.family == "absolute" else "attention logits at fixed content"
+    _save(_similarity_figure(similarity, f"{spec.name}: {kind}"), out_dir / "similarity.png")
+    distances = [0, 1, length // 8, length // 2]
+    lines = [
+        f"encoding {spec.name} ({spec.family}); {kind}, positions 0..{length - 1}, "
+        f"{'decoder' if model.causal else 'encoder'} mask, parameters at initialisation (seed {seed})",
+        "mean S[i, i+r]: " + ", ".join(f"r={r}: {mean_at_distance(similarity, r):.4g}" for r in distances),
+    ]
+    if rotary:
+        lines += _rotary_pictures(spec, model, length, trained_len, out_dir)
+    summary = "\n".join(lines)
+    (out_dir / "summary.txt").write_text(summary + "\n")
+    return summary
+
+
+def _rotary_pictures(spec: Rope, model: ModelConfig, length: int, trained_len: int, out_dir: Path) -> list[str]:
+    head_dim, scale = model.head_dim, max(length / trained_len, 1.0)
+    distances = np.arange(length)
+    own = np.asarray(spec.frequencies(head_dim, jnp.arange(length)[None]), np.float64).reshape(-1, head_dim // 2)[0]
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    axes.plot(distances, rope_decay_bound(own, distances))
+    axes.set(xlabel="relative distance r", ylabel="bound on |q·k| (relative)",
+             title=f"{spec.name}: long-range decay (RoFormer §3.4.3), d = {head_dim}")
+    _save(figure, out_dir / "decay.png")
+
+    figure, (bound_axes, logit_axes) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100)
+    lines = [f"scaling rules extending trained_len={trained_len} to length={length} (s = {scale:g}):"]
+    for rule in SCALINGS:
+        # dynamic_ntk at its default factor 1 reaches s exactly at `length`, like ntk.
+        factor = 1.0 if rule in ("none", "dynamic_ntk") else scale
+        variant = dataclasses.replace(spec, scaling=rule, scale=factor, original_max_len=trained_len)
+        # dynamic_ntk's frequencies depend on the sequence: show them for the whole `length`.
+        frequencies = np.asarray(variant.frequencies(head_dim, jnp.arange(length)[None]), np.float64).reshape(-1, head_dim // 2)[0]
+        style = "--" if rule == "dynamic_ntk" else "-"  # it lies on ntk at this length
+        bound_axes.plot(distances, rope_decay_bound(frequencies, distances), style, label=rule)
+        logit_axes.plot(distances, position_similarity(variant, model, length)[0, 0], style, label=rule)
+        wavelengths = 2 * math.pi / frequencies
+        lines.append(f"  {rule:12s} wavelengths {wavelengths.min():7.2f} .. {wavelengths.max():9.1f} positions")
+    bound_axes.axvline(trained_len, color="0.6", linestyle=":")
+    logit_axes.axvline(trained_len, color="0.6", linestyle=":")
+    bound_axes.set(xlabel="relative distance r", ylabel="decay bound", title="RoFormer decay bound")
+    logit_axes.set(xlabel="key position (query at 0)", ylabel="logit", title="fixed-content logit, query 0")
+    bound_axes.legend(fontsize="small")
+    figure.suptitle(f"{spec.name}: context extension from {trained_len} to {length} (dotted: trained length)")
+    _save(figure, out_dir / "scaling.png")
+    return lines
+
+
+def _similarity_figure(similarity: np.ndarray, title: str):
+    panels = similarity.shape[0]
+    figure, axes = plt.subplots(1, panels, figsize=(3.2 * panels + 0.8, 3.4), dpi=100, squeeze=False)
+    for panel, axis in enumerate(axes[0]):
+        image = axis.imshow(similarity[panel], cmap="viridis", interpolation="nearest")
+        axis.set(xlabel="position j", ylabel="position i" if panel == 0 else None,
+                 title=f"head {panel}" if panels > 1 else None)
+        figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.suptitle(title, fontsize="small")
+    return figure
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

@@ -1,0 +1,65 @@
+"""posenc-inspect: pictures for every encoding, and what they must show."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from posenc_jax.config import ModelConfig
+from posenc_jax.encodings import alibi_slopes, available, make_encoding, rope_frequencies
+from posenc_jax.errors import ConfigError
+from posenc_jax.inspection import inspect_encoding, position_similarity, rope_decay_bound
+
+MODEL = ModelConfig()  # the default small model: 4 heads of 16 dimensions
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_encoding_gets_nonempty_pictures(name, tmp_path):
+    summary = inspect_encoding(make_encoding({"name": name}), MODEL, length=48, trained_len=12, out_dir=tmp_path)
+    expected = {"similarity.png"} | ({"decay.png", "scaling.png"} if name in ("rope", "xpos") else set())
+    assert {p.name for p in tmp_path.glob("*.png")} == expected
+    for picture in expected:
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / picture).stat().st_size > 5000
+    assert summary.startswith(f"encoding {name} (") and (tmp_path / "summary.txt").read_text() == summary + "\n"
+
+
+def test_sinusoidal_neighbours_look_alike_and_distant_positions_differ():
+    similarity = position_similarity(make_encoding({"name": "sinusoidal"}), MODEL, 64)[0]
+    neighbours = np.mean(np.diagonal(similarity, 1))
+    distant = np.mean(np.diagonal(similarity, 32))
+    assert similarity.shape == (64, 64) and np.allclose(np.diagonal(similarity), MODEL.d_model / 2)
+    assert neighbours > 0.9 * MODEL.d_model / 2 > distant
+
+
+def test_alibi_picture_is_its_bias_plus_the_content_logit():
+    similarity = position_similarity(make_encoding({"name": "alibi"}), MODEL, 10)
+    distance = np.abs(np.arange(10)[:, None] - np.arange(10)[None, :])
+    content = MODEL.head_dim / np.sqrt(MODEL.head_dim)  # ones·ones / sqrt(d)
+    expected = content - np.asarray(alibi_slopes(4))[:, None, None] * distance
+    np.testing.assert_allclose(similarity, expected, rtol=1e-5)
+
+
+def test_rope_decay_bound_matches_the_sum_by_hand():
+    theta = np.asarray(rope_frequencies(8), np.float64)
+    by_hand = np.mean([abs(sum(np.exp(1j * 5 * theta[k]) for k in range(j))) for j in range(1, 5)])
+    assert rope_decay_bound(theta, np.array([5]))[0] == pytest.approx(by_hand)
+    assert rope_decay_bound(theta, np.array([0]))[0] == pytest.approx(np.mean([1, 2, 3, 4]))
+
+
+def test_length_beyond_a_learned_table_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"length=600 needs positions up to 599.*'learned' represents only 512"):
+        inspect_encoding(make_encoding({"name": "learned"}), MODEL, 600, 12, tmp_path)
+
+
+def test_cli_writes_pictures(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", "from posenc_jax.cli import inspect_main; inspect_main()",
+         "encoding=xpos", "length=40", "trained_len=10", f"out_dir={tmp_path}"],
+        capture_output=True, text=True, env=dict(os.environ), timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "scaling rules extending trained_len=10 to length=40" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decay.png", "scaling.png", "similarity.png", "summary.txt"]
