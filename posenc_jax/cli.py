@@ -94,8 +94,10 @@ inspect_main = hydra.main(version_base="1.3", config_path=config_dir(), config_n
 
 def _run_command(command: str, start):
     """start() with the compilation cache on; a ConfigError ends the command with its paragraph."""
-    # JAX logs a backend warning on CPU-only machines; it is noise for this tool's users.
+    # JAX logs a backend warning on CPU-only machines, and orbax (through absl) every step of a
+    # checkpoint save at INFO, which Hydra's logging shows: noise for this tool's users.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         enable_persistent_cache()
         return start()
