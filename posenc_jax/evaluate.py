@@ -66,8 +66,11 @@ def eval_batch(settings: Settings, length: jax.Array, padded_len: int) -> Batch:
 
 
 def chunk_size(examples: int, num_heads: int, sequence_len: int) -> int:
-    """Examples per forward pass, so that [chunk, heads, T, T] <= ATTENTION_ELEMENTS_PER_CHUNK."""
-    return max(1, min(examples, ATTENTION_ELEMENTS_PER_CHUNK // (num_heads * sequence_len**2)))
+    """Examples per forward pass, so that [chunk, heads, T, T] <= ATTENTION_ELEMENTS_PER_CHUNK,
+    spread evenly over the fewest chunks (so the padded last chunk wastes little)."""
+    largest = max(1, ATTENTION_ELEMENTS_PER_CHUNK // (num_heads * sequence_len**2))
+    num_chunks = -(-examples // largest)
+    return -(-examples // num_chunks)
 
 
 def map_in_chunks(fn, batch: Batch, chunk: int):
