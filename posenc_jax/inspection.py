@@ -88,7 +88,8 @@ def inspect_encoding(
         spec = spec.with_trained_length(trained_len)
     spec.validate(model)
     similarity = position_similarity(spec, model, length, seed)
-    kind = "position-vector dot products" if spec.family == "absolute" else "attention logits at fixed content"
+    absolute = spec.family == "absolute"
+    kind = "position-vector dot products" if absolute else "attention logits at fixed content"
     _save(_similarity_figure(similarity, f"{spec.name}: {kind}"), out_dir / "similarity.png")
     distances = [0, 1, length // 8, length // 2]
     lines = [
@@ -103,12 +104,14 @@ def inspect_encoding(
     return summary
 
 
-def _rotary_pictures(spec: Rope, model: ModelConfig, length: int, trained_len: int, out_dir: Path) -> list[str]:
+def _rotary_pictures(
+    spec: Rope, model: ModelConfig, length: int, trained_len: int, out_dir: Path
+) -> list[str]:
+    """decay.png and scaling.png; returns the summary lines on the scaling rules."""
     head_dim, scale = model.head_dim, max(length / trained_len, 1.0)
     distances = np.arange(length)
-    own = np.asarray(spec.frequencies(head_dim, jnp.arange(length)[None]), np.float64).reshape(-1, head_dim // 2)[0]
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
-    axes.plot(distances, rope_decay_bound(own, distances))
+    axes.plot(distances, rope_decay_bound(_frequencies_over(spec, head_dim, length), distances))
     axes.set(xlabel="relative distance r", ylabel="bound on |q·k| (relative)",
              title=f"{spec.name}: long-range decay (RoFormer §3.4.3), d = {head_dim}")
     _save(figure, out_dir / "decay.png")
@@ -119,8 +122,7 @@ def _rotary_pictures(spec: Rope, model: ModelConfig, length: int, trained_len: i
         # dynamic_ntk at its default factor 1 reaches s exactly at `length`, like ntk.
         factor = 1.0 if rule in ("none", "dynamic_ntk") else scale
         variant = dataclasses.replace(spec, scaling=rule, scale=factor, original_max_len=trained_len)
-        # dynamic_ntk's frequencies depend on the sequence: show them for the whole `length`.
-        frequencies = np.asarray(variant.frequencies(head_dim, jnp.arange(length)[None]), np.float64).reshape(-1, head_dim // 2)[0]
+        frequencies = _frequencies_over(variant, head_dim, length)
         style = "--" if rule == "dynamic_ntk" else "-"  # it lies on ntk at this length
         bound_axes.plot(distances, rope_decay_bound(frequencies, distances), style, label=rule)
         logit_axes.plot(distances, position_similarity(variant, model, length)[0, 0], style, label=rule)
@@ -134,6 +136,12 @@ def _rotary_pictures(spec: Rope, model: ModelConfig, length: int, trained_len: i
     figure.suptitle(f"{spec.name}: context extension from {trained_len} to {length} (dotted: trained length)")
     _save(figure, out_dir / "scaling.png")
     return lines
+
+
+def _frequencies_over(spec: Rope, head_dim: int, length: int) -> np.ndarray:
+    """θ' [head_dim/2] for one sequence of `length` positions (dynamic_ntk depends on it)."""
+    frequencies = spec.frequencies(head_dim, jnp.arange(length)[None])
+    return np.asarray(frequencies, np.float64).reshape(-1, head_dim // 2)[0]
 
 
 def _similarity_figure(similarity: np.ndarray, title: str):
