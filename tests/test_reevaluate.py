@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.errors import ConfigError
 from posenc_jax.reevaluate import reevaluate
@@ -61,6 +62,10 @@ def test_scaling_rule_is_applied_and_tagged(trained_run):
     assert (run_dir / "attention_yarn2_layer0.png").stat().st_size > 1000
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_yarn2/acc_ood" in line and line["step"] == 20 for line in lines)
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert {"eval_yarn2/attention/layer_0", "eval_yarn2/accuracy_vs_length", "eval/attention/layer_0"} <= set(events.Tags()["images"])
+    assert events.Scalars("eval_yarn2/acc_ood")[0].value == pytest.approx(results["eval"]["acc_ood"])
 
 
 @pytest.mark.parametrize("override, refused", [
