@@ -9,6 +9,7 @@ import pytest
 
 from posenc_jax.encodings import Rope, Xpos, apply_rope, rope_frequencies, yarn_attention_factor
 from posenc_jax.errors import ConfigError
+from posenc_jax.train import train
 
 from conftest import make_settings
 
@@ -136,3 +137,12 @@ def test_trained_length_is_filled_in_from_the_task():
 def test_bad_scaling_is_a_clear_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_settings("encoding=rope", *overrides)
+
+
+@pytest.mark.parametrize("rule", ["dynamic_ntk", "yarn"])
+def test_rules_train_through_the_jitted_step(rule):
+    """At training time too; original_max_len=4 makes dynamic_ntk act on the longer examples."""
+    settings = make_settings("encoding=rope", f"encoding.scaling={rule}", "encoding.scale=2",
+                             "encoding.original_max_len=4", "train.steps=10", "train.log_every=5")
+    summary = train(settings, lambda *_: None).summary
+    assert summary["status"] == "completed" and math.isfinite(summary["final_loss"])
