@@ -108,9 +108,9 @@ def attention_maps(settings: Settings, graphdef: nnx.GraphDef, params: Any, leng
     """Attention weights of the first evaluation example of input length `length`, per layer:
     [heads, T, T] with T its real (unpadded) number of slots; rows are queries.
 
-    The example is the one `evaluate` scores, in the same bucket, so it has the same positions."""
-    buckets = length_buckets(settings.task.train_max_len, settings.eval_max_len)
-    padded_len = bucket_of(length, buckets) if length <= buckets[-1] else length
+    `length` must be one that `evaluate` runs; the example is the one it scores there, in the
+    same bucket, so it has the same positions."""
+    padded_len = bucket_of(length, length_buckets(settings.task.train_max_len, settings.eval_max_len))
 
     @jax.jit
     def first_example_weights(params):
