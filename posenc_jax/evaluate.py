@@ -118,7 +118,7 @@ def attention_maps(settings: Settings, graphdef: nnx.GraphDef, params: Any, leng
         return nnx.merge(graphdef, params).attention_weights(batch.inputs, batch.positions, batch.token_mask)
 
     real = settings.task.sequence_len(length)
-    return [np.asarray(weights[0, :, :real, :real]) for weights in first_example_weights(params)]
+    return [np.asarray(weights)[0, :, :real, :real] for weights in first_example_weights(params)]
 
 
 def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
     start = time.perf_counter()
     with CompilationCounter() as compiled:
         pending = {
-            n: eval_length(params, jnp.int32(n), padded_len=bucket_of(n, buckets))
+            n: eval_length(params, np.int32(n), padded_len=bucket_of(n, buckets))  # numpy: no device op
             for n in representable
         }
         counts = jax.device_get(pending)  # the only host sync of the evaluation
