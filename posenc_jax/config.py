@@ -136,23 +136,8 @@ class Settings:
                 f"a range of lengths for task {self.task.name!r}: need "
                 f"{self.task.min_len} <= eval.min_len <= eval.max_len."
             )
-        if self.eval.attention_len is not None and not (
-            self.eval_min_len <= self.eval.attention_len <= self.eval_max_len
-        ):
-            raise ConfigError(
-                f"eval.attention_len={self.eval.attention_len} is not an evaluated length; choose "
-                f"one from eval.min_len={self.eval_min_len} to eval.max_len={self.eval_max_len}, "
-                f"or null for the longest."
-            )
-        if self.eval.attention_len is not None and not self.encoding.represents(
-            self.task.sequence_len(self.eval.attention_len)
-        ):
-            raise ConfigError(
-                f"eval.attention_len={self.eval.attention_len} needs "
-                f"{self.task.sequence_len(self.eval.attention_len)} positions, more than encoding "
-                f"{self.encoding.name!r} represents ({self.encoding.max_positions}); choose a shorter "
-                f"length, or null for the longest it represents."
-            )
+        if self.eval.attention_len is not None:
+            self._validate_attention_len()
         longest = max(self.task.train_max_len, self.eval_max_len)
         if self.task.max_len is not None and longest > self.task.max_len:
             raise ConfigError(
@@ -169,6 +154,23 @@ class Settings:
                 f"(input plus answer slots), but encoding {self.encoding.name!r} represents only "
                 f"{self.encoding.max_positions}. Raise the encoding's limit (encoding.max_len for a "
                 f"learned table, encoding.max_position for randomized positions) or shorten training."
+            )
+
+    def _validate_attention_len(self) -> None:
+        """eval.attention_len must be an evaluated length that the encoding represents."""
+        length = self.eval.attention_len
+        if not self.eval_min_len <= length <= self.eval_max_len:
+            raise ConfigError(
+                f"eval.attention_len={length} is not an evaluated length; choose "
+                f"one from eval.min_len={self.eval_min_len} to eval.max_len={self.eval_max_len}, "
+                f"or null for the longest."
+            )
+        if not self.encoding.represents(self.task.sequence_len(length)):
+            raise ConfigError(
+                f"eval.attention_len={length} needs {self.task.sequence_len(length)} positions, "
+                f"more than encoding {self.encoding.name!r} represents "
+                f"({self.encoding.max_positions}); choose a shorter length, or null for the "
+                f"longest it represents."
             )
 
     def to_dict(self) -> dict[str, Any]:

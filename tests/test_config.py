@@ -94,3 +94,10 @@ def test_every_config_file_names_itself_and_a_registered_component():
         assert [f.stem for f in files] == names, group
         for f in files:
             assert yaml.safe_load(f.read_text())["name"] == f.stem, f
+
+
+def test_attention_length_must_be_evaluated_and_representable():
+    with pytest.raises(ConfigError, match=r"eval.attention_len=40 is not an evaluated length.*eval.max_len=12"):
+        make_settings("eval.attention_len=40")
+    with pytest.raises(ConfigError, match=r"eval.attention_len=12 needs 13 positions.*'learned' represents \(8\)"):
+        make_settings("encoding=learned", "encoding.max_len=8", "eval.attention_len=12")

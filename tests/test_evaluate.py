@@ -9,11 +9,17 @@ from posenc_jax.train import init_state
 from conftest import make_settings
 
 
-@pytest.mark.parametrize("examples, heads, length", [(256, 4, 17), (256, 4, 257), (256, 4, 513), (7, 2, 3000), (100, 1, 50)])
-def test_chunks_respect_the_memory_bound_and_waste_little(examples, heads, length):
+@pytest.mark.parametrize("examples, heads, length, expected", [
+    (256, 4, 17, 256),   # the default evaluation: one chunk
+    (256, 4, 257, 86),   # at most 127 fit: 3 even chunks (86 + 86 + 84 rows), not 127 + 127 + 2
+    (256, 4, 513, 29),   # at most 31 fit (2^25 / (4 · 513²) = 31.9): 9 even chunks of 29
+    (7, 2, 3000, 1),     # not even one example fits the budget: one at a time
+    (100, 1, 50, 100),
+])
+def test_chunks_respect_the_memory_bound_and_waste_little(examples, heads, length, expected):
     chunk = chunk_size(examples, heads, length)
     num_chunks = -(-examples // chunk)
-    assert 1 <= chunk <= examples
+    assert chunk == expected
     assert chunk * heads * length**2 <= ATTENTION_ELEMENTS_PER_CHUNK or chunk == 1
     assert num_chunks * chunk - examples < num_chunks  # padding: less than one row per chunk
 
