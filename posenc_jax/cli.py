@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -44,7 +45,7 @@ def config_dir() -> str:
 
 def _train(cfg: DictConfig) -> float | None:
     def start():
-        settings = settings_from_dict(OmegaConf.to_container(cfg, resolve=True))
+        settings = settings_from_dict(_plain(cfg))
         return run(settings, HydraConfig.get().runtime.output_dir)
 
     results = _run_command("posenc-train", start)
@@ -68,28 +69,46 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     if not argv or any(arg in ("-h", "--help") for arg in argv):
         print(EVAL_USAGE)
         sys.exit(0 if argv else 2)
-    special = {key: arg.partition("=")[2] for arg in argv for key in ("run_dir", "tag") if arg.startswith(f"{key}=")}
+    special = {
+        key: arg.partition("=")[2]
+        for arg in argv
+        for key in ("run_dir", "tag")
+        if arg.startswith(f"{key}=")
+    }
     overrides = [arg for arg in argv if arg.partition("=")[0] not in special]
     if "run_dir" not in special:
         print(f"posenc-eval: run_dir=<dir> is required.\n{EVAL_USAGE}", file=sys.stderr)
         sys.exit(2)
-    _run_command("posenc-eval", lambda: reevaluate(special["run_dir"], overrides, special.get("tag")))
+    _run_command(
+        "posenc-eval", lambda: reevaluate(special["run_dir"], overrides, special.get("tag"))
+    )
 
 
 def _inspect(cfg: DictConfig) -> None:
     def start():
-        raw = OmegaConf.to_container(cfg, resolve=True)
+        raw = _plain(cfg)
         model = construct(ModelConfig, raw["model"], "section 'model'")
         model.validate()
         spec = make_encoding(raw["encoding"])
         out_dir = Path(raw["out_dir"]).absolute()
-        print(inspect_encoding(spec, model, raw["length"], raw["trained_len"], out_dir, raw["seed"]))
+        print(
+            inspect_encoding(spec, model, raw["length"], raw["trained_len"], out_dir, raw["seed"])
+        )
         print(f"pictures: {', '.join(sorted(p.name for p in out_dir.glob('*.png')))} in {out_dir}")
 
     _run_command("posenc-inspect", start)
 
 
-inspect_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="inspect")(_inspect)
+inspect_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="inspect")(
+    _inspect
+)
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as plain, resolved Python containers: nothing past here sees Hydra."""
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(raw, dict)  # a composed config is always a mapping
+    return {str(key): value for key, value in raw.items()}
 
 
 def _run_command(command: str, start):

@@ -16,9 +16,9 @@ _LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 class CompilationCounter:
     """Context manager counting programs lowered while it is active.
 
-        with CompilationCounter() as compiled:
-            ...
-        compiled.count
+    with CompilationCounter() as compiled:
+        ...
+    compiled.count
     """
 
     def __init__(self):
@@ -28,7 +28,7 @@ class CompilationCounter:
         if event == _LOWERING_EVENT:
             self.count += 1
 
-    def __enter__(self) -> "CompilationCounter":
+    def __enter__(self) -> CompilationCounter:
         monitoring.register_event_duration_secs_listener(self._listener)
         return self
 
@@ -39,7 +39,11 @@ class CompilationCounter:
 def enable_persistent_cache(cache_dir: str | os.PathLike | None = None) -> Path:
     """Cache compiled programs on disk, so a second run of the same shapes skips most compile
     time (on CPU too). Defaults to $POSENC_JAX_CACHE or ~/.cache/posenc_jax/xla."""
-    path = Path(cache_dir or os.environ.get("POSENC_JAX_CACHE") or Path.home() / ".cache" / "posenc_jax" / "xla")
+    path = Path(
+        cache_dir
+        or os.environ.get("POSENC_JAX_CACHE")
+        or Path.home() / ".cache" / "posenc_jax" / "xla"
+    )
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -8,7 +8,8 @@ anything is compiled. Nothing jitted ever sees a DictConfig.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from posenc_jax.encodings import EncodingSpec, make_encoding
 from posenc_jax.errors import ConfigError
@@ -36,12 +37,15 @@ class ModelConfig:
             _require_positive(f"model.{key}", getattr(self, key))
         if self.d_model % self.num_heads:
             raise ConfigError(
-                f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}; "
+                f"model.d_model={self.d_model} is not divisible by "
+                f"model.num_heads={self.num_heads}; "
                 f"each head needs d_model / num_heads dimensions. Valid head counts for this "
                 f"d_model are {_divisors(self.d_model)}."
             )
         if self.norm not in ("pre", "post"):
-            raise ConfigError(f"model.norm={self.norm!r} is unknown; valid choices are 'pre' and 'post'.")
+            raise ConfigError(
+                f"model.norm={self.norm!r} is unknown; valid choices are 'pre' and 'post'."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +64,8 @@ class OptimConfig:
         _require_positive("optim.learning_rate", self.learning_rate)
         if not 0 <= self.warmup_steps <= total_steps:
             raise ConfigError(
-                f"optim.warmup_steps={self.warmup_steps} must lie in [0, train.steps={total_steps}]; "
+                f"optim.warmup_steps={self.warmup_steps} must lie in [0, "
+                f"train.steps={total_steps}]; "
                 f"for a short run, lower it too (e.g. optim.warmup_steps={total_steps // 10})."
             )
         if not 0.0 <= self.final_lr_ratio <= 1.0:
@@ -132,18 +137,20 @@ class Settings:
         self.encoding.validate(self.model)
         if not self.task.min_len <= self.eval_min_len <= self.eval_max_len:
             raise ConfigError(
-                f"eval.min_len={self.eval_min_len} and eval.max_len={self.eval_max_len} do not form "
+                f"eval.min_len={self.eval_min_len} and eval.max_len={self.eval_max_len} do not "
+                "form "
                 f"a range of lengths for task {self.task.name!r}: need "
                 f"{self.task.min_len} <= eval.min_len <= eval.max_len."
             )
         if self.eval.attention_len is not None:
-            self._validate_attention_len()
+            self._validate_attention_len(self.eval.attention_len)
         longest = max(self.task.train_max_len, self.eval_max_len)
         if self.task.max_len is not None and longest > self.task.max_len:
             raise ConfigError(
                 f"Task {self.task.name!r} can generate inputs of at most {self.task.max_len} "
                 f"tokens with its parameters, but training or evaluation asks for {longest} "
-                f"(task.train_max_len={self.task.train_max_len}, eval.max_len={self.eval_max_len}). "
+                f"(task.train_max_len={self.task.train_max_len}, "
+                f"eval.max_len={self.eval_max_len}). "
                 f"Lower them, or change the task's parameters (see its YAML)."
             )
         # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
@@ -152,13 +159,14 @@ class Settings:
             raise ConfigError(
                 f"task.train_max_len={self.task.train_max_len} needs {train_positions} positions "
                 f"(input plus answer slots), but encoding {self.encoding.name!r} represents only "
-                f"{self.encoding.max_positions}. Raise the encoding's limit (encoding.max_len for a "
-                f"learned table, encoding.max_position for randomized positions) or shorten training."
+                f"{self.encoding.max_positions}. Raise the encoding's limit (encoding.max_len for "
+                "a "
+                "learned table, encoding.max_position for randomized positions) or shorten "
+                "training."
             )
 
-    def _validate_attention_len(self) -> None:
+    def _validate_attention_len(self, length: int) -> None:
         """eval.attention_len must be an evaluated length that the encoding represents."""
-        length = self.eval.attention_len
         if not self.eval_min_len <= length <= self.eval_max_len:
             raise ConfigError(
                 f"eval.attention_len={length} is not an evaluated length; choose "
@@ -191,16 +199,27 @@ class Settings:
 def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     """Build and validate `Settings` from a plain nested dict (e.g. a resolved Hydra config)."""
     raw = dict(raw)
-    sections = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
-    parts = {key: construct(cls, raw.get(key) or {}, f"section {key!r}") for key, cls in sections.items()}
+    sections = {
+        "model": ModelConfig,
+        "optim": OptimConfig,
+        "train": TrainConfig,
+        "eval": EvalConfig,
+    }
+    parts = {
+        key: construct(cls, raw.get(key) or {}, f"section {key!r}") for key, cls in sections.items()
+    }
     seed = raw.get("seed", 0)
     if type(seed) is not int:
         raise ConfigError(f"seed={seed!r} must be an integer.")
     task = make_task(dict(raw.get("task") or {}))
     encoding = make_encoding(dict(raw.get("encoding") or {}))
     # Positions seen in training: 0 .. max_position-1 when randomized, else the longest example.
-    trained = encoding.max_position if encoding.randomized else task.sequence_len(task.train_max_len)
-    settings = Settings(seed=seed, encoding=encoding.with_trained_length(trained), task=task, **parts)
+    trained = (
+        encoding.max_position if encoding.randomized else task.sequence_len(task.train_max_len)
+    )
+    settings = Settings(
+        seed=seed, encoding=encoding.with_trained_length(trained), task=task, **parts
+    )
     settings.validate()
     return settings
 

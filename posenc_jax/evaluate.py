@@ -80,7 +80,12 @@ def map_in_chunks(fn, batch: Batch, chunk: int):
     size = batch.inputs.shape[0]
     num_chunks = -(-size // chunk)
     extra = num_chunks * chunk - size
-    split = lambda a: jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1)).reshape(num_chunks, chunk, *a.shape[1:])
+
+    def split(a):
+        return jnp.pad(a, [(0, extra)] + [(0, 0)] * (a.ndim - 1)).reshape(
+            num_chunks, chunk, *a.shape[1:]
+        )
+
     per_chunk = jax.lax.map(fn, jax.tree.map(split, batch))
     return jax.tree.map(lambda a: a.reshape(num_chunks * chunk, *a.shape[2:])[:size], per_chunk)
 
@@ -104,18 +109,24 @@ def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
     return eval_length
 
 
-def attention_maps(settings: Settings, graphdef: nnx.GraphDef, params: Any, length: int) -> list[np.ndarray]:
+def attention_maps(
+    settings: Settings, graphdef: nnx.GraphDef, params: Any, length: int
+) -> list[np.ndarray]:
     """Attention weights of the first evaluation example of input length `length`, per layer:
     [heads, T, T] with T its real (unpadded) number of slots; rows are queries.
 
     `length` must be one that `evaluate` runs; the example is the one it scores there, in the
     same bucket, so it has the same positions."""
-    padded_len = bucket_of(length, length_buckets(settings.task.train_max_len, settings.eval_max_len))
+    padded_len = bucket_of(
+        length, length_buckets(settings.task.train_max_len, settings.eval_max_len)
+    )
 
     @jax.jit
     def first_example_weights(params):
         batch = jax.tree.map(lambda a: a[:1], eval_batch(settings, jnp.int32(length), padded_len))
-        return nnx.merge(graphdef, params).attention_weights(batch.inputs, batch.positions, batch.token_mask)
+        return nnx.merge(graphdef, params).attention_weights(
+            batch.inputs, batch.positions, batch.token_mask
+        )
 
     real = settings.task.sequence_len(length)
     return [np.asarray(weights)[0, :, :real, :real] for weights in first_example_weights(params)]
@@ -132,14 +143,21 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
     start = time.perf_counter()
     with CompilationCounter() as compiled:
         pending = {
-            n: eval_length(params, np.int32(n), padded_len=bucket_of(n, buckets))  # numpy: no device op
+            n: eval_length(
+                params, np.int32(n), padded_len=bucket_of(n, buckets)
+            )  # numpy: no device op
             for n in representable
         }
         counts = jax.device_get(pending)  # the only host sync of the evaluation
     eval_s = time.perf_counter() - start
 
-    token_acc = [float(counts[n].correct / counts[n].scored) if n in counts else None for n in lengths]
-    seq_acc = [float(counts[n].exact / settings.eval.examples_per_length) if n in counts else None for n in lengths]
+    token_acc = [
+        float(counts[n].correct / counts[n].scored) if n in counts else None for n in lengths
+    ]
+    seq_acc = [
+        float(counts[n].exact / settings.eval.examples_per_length) if n in counts else None
+        for n in lengths
+    ]
     in_dist = [i for i, n in enumerate(lengths) if n <= task.train_max_len]
     out_dist = [i for i, n in enumerate(lengths) if n > task.train_max_len]
     return {
@@ -154,7 +172,9 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
         "acc_ood": _mean(token_acc, out_dist),
         "seq_acc_id": _mean(seq_acc, in_dist),
         "seq_acc_ood": _mean(seq_acc, out_dist),
-        "acc_ood_representable": _mean(token_acc, [i for i in out_dist if token_acc[i] is not None]),
+        "acc_ood_representable": _mean(
+            token_acc, [i for i in out_dist if token_acc[i] is not None]
+        ),
         "not_representable": [n for n in lengths if n not in counts],
         "task_kind": task.kind,
         "scoring": "teacher_forced" if settings.model.causal else "encoder",
@@ -167,6 +187,7 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
 def _mean(values: list[float | None], indices: list[int]) -> float | None:
     """Mean over `indices`; None if there are none or any value there is None."""
     chosen = [values[i] for i in indices]
-    if not chosen or any(v is None for v in chosen):
+    known = [v for v in chosen if v is not None]
+    if not chosen or len(known) < len(chosen):
         return None
-    return float(np.mean(chosen))
+    return float(np.mean(known))

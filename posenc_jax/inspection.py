@@ -32,12 +32,14 @@ import numpy as np
 from flax import nnx
 
 from posenc_jax.config import ModelConfig
-from posenc_jax.encodings import SCALINGS, EncodingSpec, Rope, rope_frequencies
+from posenc_jax.encodings import SCALINGS, EncodingSpec, Rope
 from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.report import plt
 
 
-def position_similarity(spec: EncodingSpec, model: ModelConfig, length: int, seed: int = 0) -> np.ndarray:
+def position_similarity(
+    spec: EncodingSpec, model: ModelConfig, length: int, seed: int = 0
+) -> np.ndarray:
     """S [panels, length, length]: position-vector dot products (absolute encodings, one panel)
     or fixed-content attention logits of layer 0 (every other encoding, one panel per head)."""
     if not spec.represents(length):
@@ -76,7 +78,12 @@ def mean_at_distance(similarity: np.ndarray, distance: int) -> float:
 
 
 def inspect_encoding(
-    spec: EncodingSpec, model: ModelConfig, length: int, trained_len: int, out_dir: Path, seed: int = 0
+    spec: EncodingSpec,
+    model: ModelConfig,
+    length: int,
+    trained_len: int,
+    out_dir: Path,
+    seed: int = 0,
 ) -> str:
     """Write the pictures and summary.txt into out_dir; returns the summary text."""
     require_at_least("length", length, 2)
@@ -94,8 +101,10 @@ def inspect_encoding(
     distances = [0, 1, length // 8, length // 2]
     lines = [
         f"encoding {spec.name} ({spec.family}); {kind}, positions 0..{length - 1}, "
-        f"{'decoder' if model.causal else 'encoder'} mask, parameters at initialisation (seed {seed})",
-        "mean S[i, i+r]: " + ", ".join(f"r={r}: {mean_at_distance(similarity, r):.4g}" for r in distances),
+        f"{'decoder' if model.causal else 'encoder'} mask, parameters at initialisation (seed "
+        f"{seed})",
+        "mean S[i, i+r]: "
+        + ", ".join(f"r={r}: {mean_at_distance(similarity, r):.4g}" for r in distances),
     ]
     if rotary:
         lines += _rotary_pictures(spec, model, length, trained_len, out_dir)
@@ -112,28 +121,44 @@ def _rotary_pictures(
     distances = np.arange(length)
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
     axes.plot(distances, rope_decay_bound(_frequencies_over(spec, head_dim, length), distances))
-    axes.set(xlabel="relative distance r", ylabel="bound on |q·k| (relative)",
-             title=f"{spec.name}: long-range decay (RoFormer §3.4.3), d = {head_dim}")
+    axes.set(
+        xlabel="relative distance r",
+        ylabel="bound on |q·k| (relative)",
+        title=f"{spec.name}: long-range decay (RoFormer §3.4.3), d = {head_dim}",
+    )
     _save(figure, out_dir / "decay.png")
 
     figure, (bound_axes, logit_axes) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100)
-    lines = [f"scaling rules extending trained_len={trained_len} to length={length} (s = {scale:g}):"]
+    lines = [
+        f"scaling rules extending trained_len={trained_len} to length={length} (s = {scale:g}):"
+    ]
     for rule in SCALINGS:
         # dynamic_ntk at its default factor 1 reaches s exactly at `length`, like ntk.
         factor = 1.0 if rule in ("none", "dynamic_ntk") else scale
-        variant = dataclasses.replace(spec, scaling=rule, scale=factor, original_max_len=trained_len)
+        variant = dataclasses.replace(
+            spec, scaling=rule, scale=factor, original_max_len=trained_len
+        )
         frequencies = _frequencies_over(variant, head_dim, length)
         style = "--" if rule == "dynamic_ntk" else "-"  # it lies on ntk at this length
         bound_axes.plot(distances, rope_decay_bound(frequencies, distances), style, label=rule)
-        logit_axes.plot(distances, position_similarity(variant, model, length)[0, 0], style, label=rule)
+        logit_axes.plot(
+            distances, position_similarity(variant, model, length)[0, 0], style, label=rule
+        )
         wavelengths = 2 * math.pi / frequencies
-        lines.append(f"  {rule:12s} wavelengths {wavelengths.min():7.2f} .. {wavelengths.max():9.1f} positions")
+        lines.append(
+            f"  {rule:12s} wavelengths {wavelengths.min():7.2f} .. {wavelengths.max():9.1f} "
+            "positions"
+        )
     bound_axes.axvline(trained_len, color="0.6", linestyle=":")
     logit_axes.axvline(trained_len, color="0.6", linestyle=":")
     bound_axes.set(xlabel="relative distance r", ylabel="decay bound", title="RoFormer decay bound")
-    logit_axes.set(xlabel="key position (query at 0)", ylabel="logit", title="fixed-content logit, query 0")
+    logit_axes.set(
+        xlabel="key position (query at 0)", ylabel="logit", title="fixed-content logit, query 0"
+    )
     bound_axes.legend(fontsize="small")
-    figure.suptitle(f"{spec.name}: context extension from {trained_len} to {length} (dotted: trained length)")
+    figure.suptitle(
+        f"{spec.name}: context extension from {trained_len} to {length} (dotted: trained length)"
+    )
     _save(figure, out_dir / "scaling.png")
     return lines
 
@@ -146,11 +171,16 @@ def _frequencies_over(spec: Rope, head_dim: int, length: int) -> np.ndarray:
 
 def _similarity_figure(similarity: np.ndarray, title: str):
     panels = similarity.shape[0]
-    figure, axes = plt.subplots(1, panels, figsize=(3.2 * panels + 0.8, 3.4), dpi=100, squeeze=False)
+    figure, axes = plt.subplots(
+        1, panels, figsize=(3.2 * panels + 0.8, 3.4), dpi=100, squeeze=False
+    )
     for panel, axis in enumerate(axes[0]):
         image = axis.imshow(similarity[panel], cmap="viridis", interpolation="nearest")
-        axis.set(xlabel="position j", ylabel="position i" if panel == 0 else None,
-                 title=f"head {panel}" if panels > 1 else None)
+        axis.set(
+            xlabel="position j",
+            ylabel="position i" if panel == 0 else None,
+            title=f"head {panel}" if panels > 1 else None,
+        )
         figure.colorbar(image, ax=axis, fraction=0.046)
     figure.suptitle(title, fontsize="small")
     return figure

@@ -1,12 +1,13 @@
 """The tiny Transformer (Flax NNX), readable in one sitting.
 
-    tokens [B, T] -> embed -> encoding.embed -> num_layers × Block -> final norm -> head [B, T, outputs]
+    tokens [B, T] -> embed -> encoding.embed -> num_layers × Block -> final norm
+                  -> head [B, T, outputs]
 
-A Block is attention + MLP, each with a residual, in pre-LN (x + f(LN(x))) or post-LN
-(LN(x + f(x))) form. The model calls the encoding's hooks unconditionally (see
-`encodings/base.py`): `embed` once at the input, and `rotate_qk`, `attention_logits`,
-`logit_bias`, `attention_output` in every attention layer, which tells the encoding its index.
-Nothing branches on the encoding's name. `causal=True` adds a lower-triangular mask (decoder); otherwise attention is bidirectional
+A Block is attention + MLP, each with a residual, in pre-LN (x + f(LN(x))) or post-LN (LN(x + f(x)))
+form. The model calls the encoding's hooks unconditionally (see `encodings/base.py`): `embed` once
+at the input, and `rotate_qk`, `attention_logits`, `logit_bias`, `attention_output` in every
+attention layer, which tells the encoding its index. Nothing branches on the encoding's name.
+`causal=True` adds a lower-triangular mask (decoder); otherwise attention is bidirectional
 (encoder). Padding keys are masked out in both modes.
 """
 
@@ -40,7 +41,9 @@ class Attention(nnx.Module):
         """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend) ->
         (output [B, T, D], attention weights [B, heads, T, T])."""
         batch, length, _ = x.shape
-        q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2)
+        q, k, v = jnp.split(
+            self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2
+        )
         q, k = encoding.rotate_qk(q, k, positions, positions)
         logits = encoding.attention_logits(q, k, positions, positions, mask, self.layer)
         bias = encoding.logit_bias(positions, positions, self.layer)
@@ -96,7 +99,10 @@ class Transformer(nnx.Module):
         # Unit-variance embeddings: the same scale as Vaswani et al.'s sqrt(d)-scaled ones, so an
         # added sinusoidal code (amplitude 1) neither drowns nor vanishes.
         self.embed = nnx.Embed(
-            input_vocab_size, config.d_model, embedding_init=jax.nn.initializers.normal(1.0), rngs=rngs
+            input_vocab_size,
+            config.d_model,
+            embedding_init=jax.nn.initializers.normal(1.0),
+            rngs=rngs,
         )
         self.encoding = encoding.build(config, rngs)
         self.blocks = nnx.List([Block(config, layer, rngs) for layer in range(config.num_layers)])
@@ -108,7 +114,9 @@ class Transformer(nnx.Module):
         """tokens, positions [B, T] int; token_mask [B, T] bool -> logits [B, T, num_outputs]."""
         return self.forward(tokens, positions, token_mask)[0]
 
-    def attention_weights(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array) -> list[jax.Array]:
+    def attention_weights(
+        self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array
+    ) -> list[jax.Array]:
         """The attention weights of every layer, each [B, heads, T, T] (rows: queries)."""
         return self.forward(tokens, positions, token_mask)[1]
 

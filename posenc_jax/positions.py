@@ -21,7 +21,9 @@ from posenc_jax.encodings import EncodingSpec
 from posenc_jax.tasks.base import Batch
 
 
-def random_positions(key: jax.Array, positions: jax.Array, token_mask: jax.Array, max_position: int) -> jax.Array:
+def random_positions(
+    key: jax.Array, positions: jax.Array, token_mask: jax.Array, max_position: int
+) -> jax.Array:
     """Replace slot indices by sorted distinct draws from [0, max_position): [batch, T] int32.
 
     Every real slot index must be < max_position (the settings validation guarantees it for
@@ -29,7 +31,10 @@ def random_positions(key: jax.Array, positions: jax.Array, token_mask: jax.Array
     batch, length = positions.shape
     # A padded batch may have more slots than max_position; only real slots read the sample.
     count = min(length, max_position)
-    draw = lambda k: jnp.sort(jax.random.choice(k, max_position, (count,), replace=False))
+
+    def draw(k):
+        return jnp.sort(jax.random.choice(k, max_position, (count,), replace=False))
+
     sample = jax.vmap(draw)(jax.random.split(key, batch)).astype(jnp.int32)
     drawn = jnp.take_along_axis(sample, jnp.where(token_mask, positions, 0), axis=1)
     return jnp.where(token_mask, drawn, 0)
@@ -43,4 +48,6 @@ def position_scheme(encoding: EncodingSpec, key: jax.Array, batch: Batch) -> Bat
     if not encoding.randomized:
         return batch
     key = jax.random.fold_in(key, 1)
-    return batch._replace(positions=random_positions(key, batch.positions, batch.token_mask, encoding.max_position))
+    return batch._replace(
+        positions=random_positions(key, batch.positions, batch.token_mask, encoding.max_position)
+    )

@@ -22,8 +22,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -37,7 +38,9 @@ from posenc_jax.run_log import RunLog, json_safe
 _TAG = re.compile(r"^[A-Za-z0-9._=,+-]+$")  # safe in a file name and a TensorBoard tag
 
 
-def reevaluate(run_dir: str | Path, overrides: Sequence[str] = (), tag: str | None = None) -> dict[str, Any]:
+def reevaluate(
+    run_dir: str | Path, overrides: Sequence[str] = (), tag: str | None = None
+) -> dict[str, Any]:
     """Evaluate the run in `run_dir` again with `overrides` ("key=value" strings); returns and
     writes the new results (results_<tag>.json)."""
     run_dir = Path(run_dir).absolute()
@@ -53,7 +56,9 @@ def reevaluate(run_dir: str | Path, overrides: Sequence[str] = (), tag: str | No
         )
     out_file = run_dir / f"results_{tag}.json"
     if out_file.exists():
-        raise ConfigError(f"{out_file} already exists; refusing to overwrite it. Choose another tag=<name>.")
+        raise ConfigError(
+            f"{out_file} already exists; refusing to overwrite it. Choose another tag=<name>."
+        )
 
     raw = copy.deepcopy(stored)
     for key, value in changes.items():
@@ -74,7 +79,9 @@ def reevaluate(run_dir: str | Path, overrides: Sequence[str] = (), tag: str | No
 
 def allowed_overrides(encoding_name: str) -> list[str]:
     """The keys a re-evaluation of a run trained with this encoding may change."""
-    return ["eval.*"] + [f"encoding.{field}" for field in ENCODINGS[encoding_name].evaluation_fields]
+    return ["eval.*"] + [
+        f"encoding.{field}" for field in ENCODINGS[encoding_name].evaluation_fields
+    ]
 
 
 def _finished_results(run_dir: Path) -> dict[str, Any]:

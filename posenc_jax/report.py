@@ -19,7 +19,9 @@ def format_table(evaluation: dict[str, Any], title: str = "", columns: int = 4) 
     train_max = evaluation["train_max_len"]
     cells = [
         f"{n:4d}{'*' if n > train_max else ' '} {_fmt(tok)} {_fmt(seq)}"
-        for n, tok, seq in zip(evaluation["lengths"], evaluation["token_acc"], evaluation["seq_acc"])
+        for n, tok, seq in zip(
+            evaluation["lengths"], evaluation["token_acc"], evaluation["seq_acc"], strict=True
+        )
     ]
     header = "  len   tok   seq"
     lines = [title] if title else []
@@ -58,7 +60,9 @@ def accuracy_figure(evaluation: dict[str, Any], title: str = ""):
 def attention_figure(weights, title: str = ""):
     """One layer's attention weights [heads, T, T], the heads side by side (rows: queries)."""
     num_heads = weights.shape[0]
-    figure, axes = plt.subplots(1, num_heads, figsize=(2.6 * num_heads, 2.9), dpi=100, squeeze=False)
+    figure, axes = plt.subplots(
+        1, num_heads, figsize=(2.6 * num_heads, 2.9), dpi=100, squeeze=False
+    )
     for head, axis in enumerate(axes[0]):
         axis.imshow(weights[head], cmap="viridis", vmin=0.0, interpolation="nearest")
         axis.set(title=f"head {head}", xlabel="key", ylabel="query" if head == 0 else None)

@@ -35,12 +35,15 @@ from posenc_jax.train import train
 RESULTS_FILE = "results.json"
 
 
-def run(settings: Settings, out_dir: str | os.PathLike, show_progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate `settings`, write all outputs into `out_dir`, return results.json's dict."""
+def run(
+    settings: Settings, out_dir: str | os.PathLike, show_progress: bool = True
+) -> dict[str, Any]:
+    """Train and evaluate `settings`, write every output into `out_dir`; returns results.json."""
     run_dir = Path(out_dir).absolute()
     if (run_dir / RESULTS_FILE).exists():
         raise ConfigError(
-            f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to overwrite "
+            f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to "
+            "overwrite "
             f"it. Choose another output directory (e.g. hydra.run.dir=...)."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -49,12 +52,16 @@ def run(settings: Settings, out_dir: str | os.PathLike, show_progress: bool = Tr
 
     log = RunLog(run_dir)
     try:
-        with tqdm(total=settings.train.steps, desc=title, disable=not show_progress, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=settings.train.steps, desc=title, disable=not show_progress, dynamic_ncols=True
+        ) as bar:
 
             def on_log(step: int, scalars: dict[str, float]) -> None:
                 log.scalars(step, scalars)
                 bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", acc=f"{scalars['train/acc']:.3f}")
+                bar.set_postfix(
+                    loss=f"{scalars['train/loss']:.4f}", acc=f"{scalars['train/acc']:.3f}"
+                )
 
             outcome = train(settings, on_log)
         step = outcome.summary["steps"]
@@ -68,10 +75,14 @@ def run(settings: Settings, out_dir: str | os.PathLike, show_progress: bool = Tr
         }
         if outcome.summary["status"] == "completed":
             save_params(run_dir, outcome.params)
-            results["eval"] = evaluate_and_log(settings, outcome.graphdef, outcome.params, run_dir, log, step)
+            results["eval"] = evaluate_and_log(
+                settings, outcome.graphdef, outcome.params, run_dir, log, step
+            )
         else:
-            print(f"Training stopped at step {step}: the loss is not finite (status 'diverged'); "
-                  f"no evaluation was run. Lower optim.learning_rate or check the config.")
+            print(
+                f"Training stopped at step {step}: the loss is not finite (status 'diverged'); "
+                f"no evaluation was run. Lower optim.learning_rate or check the config."
+            )
         results = json_safe(results)  # a diverged loss is NaN; strict JSON says null
         write_json_atomically(run_dir / RESULTS_FILE, results)
     finally:
@@ -80,11 +91,18 @@ def run(settings: Settings, out_dir: str | os.PathLike, show_progress: bool = Tr
 
 
 def run_title(settings: Settings) -> str:
-    return f"{settings.encoding.name} · {settings.task.name} · {'decoder' if settings.model.causal else 'encoder'}"
+    mode = "decoder" if settings.model.causal else "encoder"
+    return f"{settings.encoding.name} · {settings.task.name} · {mode}"
 
 
 def evaluate_and_log(
-    settings: Settings, graphdef: Any, params: Any, run_dir: Path, log: RunLog, step: int, tag: str = ""
+    settings: Settings,
+    graphdef: Any,
+    params: Any,
+    run_dir: Path,
+    log: RunLog,
+    step: int,
+    tag: str = "",
 ) -> dict[str, Any]:
     """Evaluate, log scalars and pictures under `eval` (or `eval_<tag>`), print the table, and
     return results.json's `eval` section. Shared by a run and its re-evaluations."""
@@ -95,7 +113,11 @@ def evaluate_and_log(
     figure = accuracy_figure(evaluation, title)
     figure.savefig(run_dir / f"accuracy_vs_length{suffix}.png")
     log.figure(f"{prefix}/accuracy_vs_length", figure, step)  # closes the figure
-    evaluated = [n for n, acc in zip(evaluation["lengths"], evaluation["token_acc"]) if acc is not None]
+    evaluated = [
+        n
+        for n, acc in zip(evaluation["lengths"], evaluation["token_acc"], strict=True)
+        if acc is not None
+    ]
     # Validation guarantees that a chosen attention_len is evaluated; None only if nothing was.
     length = settings.eval.attention_len or (evaluated[-1] if evaluated else None)
     if length is not None:
@@ -111,7 +133,9 @@ def evaluate_and_log(
 
 def _eval_scalars(evaluation: dict[str, Any], prefix: str) -> dict[str, float | None]:
     scalars: dict[str, float | None] = {}
-    for n, tok, seq in zip(evaluation["lengths"], evaluation["token_acc"], evaluation["seq_acc"]):
+    for n, tok, seq in zip(
+        evaluation["lengths"], evaluation["token_acc"], evaluation["seq_acc"], strict=True
+    ):
         scalars[f"{prefix}/token_acc/len_{n:04d}"] = tok
         scalars[f"{prefix}/seq_acc/len_{n:04d}"] = seq
     for key in ("acc_id", "acc_ood", "seq_acc_id", "seq_acc_ood"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ class RunLog:
         self.events = SummaryWriter(logdir=str(run_dir))
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
 
-    def scalars(self, step: int, values: dict[str, float | None]) -> None:
+    def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
         """Log scalars under stable tags. None (not measurable) and non-finite values go to the
         JSON lines only, as null."""
         for tag, value in values.items():

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 from posenc_jax.errors import ConfigError
 
@@ -26,7 +27,10 @@ class Spec:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
-def build_spec(kind: str, registry: Mapping[str, type[Spec]], raw: Mapping[str, Any]) -> Spec:
+SpecT = TypeVar("SpecT", bound=Spec)
+
+
+def build_spec(kind: str, registry: Mapping[str, type[SpecT]], raw: Mapping[str, Any]) -> SpecT:
     """Instantiate `registry[raw["name"]]` with the remaining keys as its parameters."""
     params = dict(raw)
     name = params.pop("name", None)

@@ -2,18 +2,19 @@
 its edges.
 
 The model is built with Flax NNX and split once into (graphdef, params); the jitted step merges
-them, takes the gradient, applies optax AdamW, and lets the encoding project its parameters
-back into their valid set (KERPLE keeps its parameters positive). A chunk of
-`steps_per_dispatch` steps runs as one `lax.scan`, so Python dispatches once per chunk. Each step's data key is
-`fold_in(data_key, step)`: a run is a pure function of (settings, seed), and a restart from any
-step replays the same batches (with randomized positions, those are drawn from the same key,
-see `positions.py`). The loop reads metrics back from the device only at log steps.
+them, takes the gradient, applies optax AdamW, and lets the encoding project its parameters back
+into their valid set (KERPLE keeps its parameters positive). A chunk of `steps_per_dispatch` steps
+runs as one `lax.scan`, so Python dispatches once per chunk. Each step's data key is
+`fold_in(data_key, step)`: a run is a pure function of (settings, seed), and a restart from any step
+replays the same batches (with randomized positions, those are drawn from the same key, see
+`positions.py`). The loop reads metrics back from the device only at log steps.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +59,9 @@ def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedu
 
 def build_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTransformation:
     # Decay matrices only (ndim >= 2), the usual choice (nanoGPT, BERT): not biases or norm scales.
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    def decay_mask(params):
+        return jax.tree.map(lambda p: p.ndim >= 2, params)
+
     return optax.chain(
         optax.clip_by_global_norm(optim.grad_clip),
         optax.adamw(
@@ -97,7 +100,10 @@ def project_parameters(graphdef: nnx.GraphDef, params: Any) -> Any:
 
 
 def make_train_chunk(
-    settings: Settings, graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, num_steps: int
+    settings: Settings,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    num_steps: int,
 ) -> Callable[[TrainState], tuple[TrainState, metrics.Counts]]:
     """A jitted function that takes `num_steps` steps and returns the summed metric counts."""
 
@@ -134,12 +140,15 @@ def train(settings: Settings, on_log: Callable[[int, dict[str, float]], None]) -
     cfg = settings.train
     graphdef, state, optimizer = init_state(settings)
     schedule = learning_rate_schedule(settings.optim, cfg.steps)
-    chunks: dict[int, Callable] = {}  # one compiled program per chunk size (a final short chunk adds one)
+    chunks: dict[
+        int, Callable
+    ] = {}  # one compiled program per chunk size (a final short chunk adds one)
     window = None
     last: dict[str, float] = {}
     status = "completed"
     start = time.perf_counter()
-    steady_start = steady_step = None
+    first_dispatch_s = None
+    steady_start, steady_step = start, 0
     done = 0
     while done < cfg.steps:
         size = min(cfg.steps_per_dispatch, cfg.steps - done)
@@ -148,16 +157,17 @@ def train(settings: Settings, on_log: Callable[[int, dict[str, float]], None]) -
         state, counts = chunks[size](state)
         window = counts if window is None else jax.tree.map(jnp.add, window, counts)
         done += size
-        if steady_start is None:
+        if first_dispatch_s is None:
             jax.block_until_ready(state.step)  # the first chunk includes compilation
             steady_start, steady_step = time.perf_counter(), done
+            first_dispatch_s = steady_start - start
         if done % cfg.log_every == 0 or done == cfg.steps:
-            summed = jax.device_get(window)
+            summed = {k: float(np.asarray(v)) for k, v in jax.device_get(window)._asdict().items()}
             window = None
             last = {
-                "train/loss": float(summed.nll / max(summed.scored, 1.0)),
-                "train/acc": float(summed.correct / max(summed.scored, 1.0)),
-                "train/lr": float(schedule(done - 1)),
+                "train/loss": summed["nll"] / max(summed["scored"], 1.0),
+                "train/acc": summed["correct"] / max(summed["scored"], 1.0),
+                "train/lr": float(np.asarray(schedule(done - 1))),
             }
             on_log(done, last)
             if not np.isfinite(last["train/loss"]):
@@ -172,7 +182,7 @@ def train(settings: Settings, on_log: Callable[[int, dict[str, float]], None]) -
         "final_loss": last.get("train/loss"),
         "final_acc": last.get("train/acc"),
         "wall_s": end - start,
-        "first_dispatch_s": steady_start - start,
+        "first_dispatch_s": first_dispatch_s,
         "steps_per_s": steady_steps / (end - steady_start) if steady_steps else None,
     }
     return TrainOutcome(graphdef, state.params, summary)

@@ -56,17 +56,27 @@ def measure(overrides: list[str], steps: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--encodings", nargs="*", default=available())
     parser.add_argument("--steps", type=int, default=500, help="timed steps per encoding")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. task=reverse")
     args = parser.parse_args()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; overrides: {args.overrides or 'none'}")
-    print(f"{'encoding':<15} {'steps/s':>9} {'1st dispatch s':>15} {'eval s':>8} {'eval lengths':>13} {'eval compiles':>14}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; overrides: "
+        f"{args.overrides or 'none'}"
+    )
+    print(
+        f"{'encoding':<15} {'steps/s':>9} {'1st dispatch s':>15} {'eval s':>8} "
+        f"{'eval lengths':>13} {'eval compiles':>14}"
+    )
     for name in args.encodings:
         r = measure([f"encoding={name}", *args.overrides], args.steps)
-        print(f"{name:<15} {r['steps_per_s']:9.1f} {r['first_dispatch_s']:15.2f} {r['eval_s']:8.2f} "
-              f"{r['eval_lengths']:13d} {r['eval_compilations']:14d}")
+        print(
+            f"{name:<15} {r['steps_per_s']:9.1f} {r['first_dispatch_s']:15.2f} {r['eval_s']:8.2f} "
+            f"{r['eval_lengths']:13d} {r['eval_compilations']:14d}"
+        )
 
 
 if __name__ == "__main__":

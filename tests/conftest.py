@@ -53,13 +53,24 @@ def perturb_encoding_parameters(model, scale: float = 0.1, seed: int = 0) -> Non
 def _perturb(module, scale: float, seed: int) -> None:
     state = nnx.state(module, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed), max(len(leaves), 1))
-    noisy = [leaf + scale * jax.random.normal(key, leaf.shape) for leaf, key in zip(leaves, keys)]
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    noisy = [
+        leaf + scale * jax.random.normal(key, leaf.shape)
+        for leaf, key in zip(leaves, keys, strict=True)
+    ]
     nnx.update(module, jax.tree.unflatten(treedef, noisy))
 
 
-def build_encoding(name: str, *, causal: bool = False, d_model: int = 8, num_heads: int = 2,
-                   num_layers: int = 2, perturb: bool = True, **params):
+def build_encoding(
+    name: str,
+    *,
+    causal: bool = False,
+    d_model: int = 8,
+    num_heads: int = 2,
+    num_layers: int = 2,
+    perturb: bool = True,
+    **params,
+):
     """One encoding module on its own (no Transformer), optionally with perturbed parameters."""
     from posenc_jax.config import ModelConfig
     from posenc_jax.encodings import make_encoding

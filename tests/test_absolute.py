@@ -4,7 +4,6 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-
 from flax import nnx
 
 from posenc_jax.config import ModelConfig

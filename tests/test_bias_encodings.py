@@ -24,15 +24,32 @@ def test_alibi_slopes_match_the_authors_rule(heads):
 
 # Buckets worked out by hand from T5's reference _relative_position_bucket (Mesh TF / flaxformer),
 # relative position = key − query, 32 buckets, max_distance 128.
-T5_BIDIRECTIONAL = {0: 0, -1: 1, -7: 7, -8: 8, -15: 9, -16: 10, -127: 15, -128: 15, -5000: 15,
-                    1: 17, 7: 23, 8: 24, 16: 26, 128: 31, 5000: 31}
+T5_BIDIRECTIONAL = {
+    0: 0,
+    -1: 1,
+    -7: 7,
+    -8: 8,
+    -15: 9,
+    -16: 10,
+    -127: 15,
+    -128: 15,
+    -5000: 15,
+    1: 17,
+    7: 23,
+    8: 24,
+    16: 26,
+    128: 31,
+    5000: 31,
+}
 T5_CAUSAL = {5: 0, 0: 0, -5: 5, -15: 15, -16: 16, -20: 17, -32: 21, -127: 31, -128: 31, -5000: 31}
 
 
 @pytest.mark.parametrize("bidirectional, table", [(True, T5_BIDIRECTIONAL), (False, T5_CAUSAL)])
 def test_t5_buckets_match_the_reference(bidirectional, table):
     relative = np.array(list(table))
-    assert t5_relative_bucket(relative, bidirectional=bidirectional).tolist() == list(table.values())
+    assert t5_relative_bucket(relative, bidirectional=bidirectional).tolist() == list(
+        table.values()
+    )
 
 
 def test_t5_buckets_are_monotone_and_in_range():
@@ -81,5 +98,7 @@ def test_per_layer_biases_differ_between_layers(encoding):
 @pytest.mark.parametrize("encoding", ["rope", "shaw", "cope"])
 def test_attention_bias_rejects_encodings_without_a_bias(encoding):
     expected = r"\['alibi', 'fire', 'kerple', 't5'\]"
-    with pytest.raises(ConfigError, match=rf"'{encoding}' adds no content-independent bias.*{expected}"):
+    with pytest.raises(
+        ConfigError, match=rf"'{encoding}' adds no content-independent bias.*{expected}"
+    ):
         attention_bias(encoding, 4, 4, 2)

@@ -1,13 +1,12 @@
-"""Bad settings fail before anything compiles, with one paragraph naming the value and the choices."""
+"""Bad settings fail before anything compiles, in one paragraph naming the value and the choices."""
 
 import pytest
+from conftest import compose_config, make_settings
 from omegaconf import OmegaConf
 
 from posenc_jax.config import settings_from_dict
 from posenc_jax.encodings import available, make_encoding
 from posenc_jax.errors import ConfigError
-
-from conftest import compose_config, make_settings
 
 
 def test_defaults_compose_to_the_documented_run():
@@ -24,12 +23,20 @@ def test_unknown_encoding_names_the_valid_choices():
 
 
 def test_unknown_encoding_parameter_names_the_valid_parameters():
-    with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['theta'\] in encoding 'rope'; valid keys are \['randomized', 'max_position', 'base', 'layout', 'scaling', 'scale', 'original_max_len'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Unknown key\(s\) \['theta'\] in encoding 'rope'; valid keys are "
+        r"\['randomized', 'max_position', 'base', 'layout', 'scaling', 'scale', "
+        r"'original_max_len'\]",
+    ):
         make_encoding({"name": "rope", "theta": 500000.0})
 
 
 def test_heads_must_divide_d_model():
-    with pytest.raises(ConfigError, match=r"d_model=32 is not divisible by model.num_heads=5.*\[1, 2, 4, 8, 16, 32\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"d_model=32 is not divisible by model.num_heads=5.*\[1, 2, 4, 8, 16, 32\]",
+    ):
         make_settings("model.num_heads=5")
 
 
@@ -40,9 +47,13 @@ def test_unknown_section_key_is_rejected_outside_hydra_too():
 
 
 def test_wrong_value_type_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"d_model='sixty' in section 'model' has the wrong type: expected int"):
+    with pytest.raises(
+        ConfigError, match=r"d_model='sixty' in section 'model' has the wrong type: expected int"
+    ):
         make_settings("model.d_model=sixty")
-    with pytest.raises(ConfigError, match=r"base='large' in encoding 'rope' has the wrong type: expected float"):
+    with pytest.raises(
+        ConfigError, match=r"base='large' in encoding 'rope' has the wrong type: expected float"
+    ):
         make_settings("encoding.base=large")
     assert make_settings("eval.max_len=null").eval.max_len is None
     assert make_settings("encoding.base=500").encoding.base == 500.0
@@ -54,7 +65,9 @@ def test_training_longer_than_a_learned_table_is_an_error():
 
 
 def test_log_interval_must_be_a_multiple_of_dispatch_size():
-    with pytest.raises(ConfigError, match=r"log_every=7 is not a multiple of train.steps_per_dispatch=5"):
+    with pytest.raises(
+        ConfigError, match=r"log_every=7 is not a multiple of train.steps_per_dispatch=5"
+    ):
         make_settings("train.log_every=7")
 
 
@@ -97,7 +110,11 @@ def test_every_config_file_names_itself_and_a_registered_component():
 
 
 def test_attention_length_must_be_evaluated_and_representable():
-    with pytest.raises(ConfigError, match=r"eval.attention_len=40 is not an evaluated length.*eval.max_len=12"):
+    with pytest.raises(
+        ConfigError, match=r"eval.attention_len=40 is not an evaluated length.*eval.max_len=12"
+    ):
         make_settings("eval.attention_len=40")
-    with pytest.raises(ConfigError, match=r"eval.attention_len=12 needs 13 positions.*'learned' represents \(8\)"):
+    with pytest.raises(
+        ConfigError, match=r"eval.attention_len=12 needs 13 positions.*'learned' represents \(8\)"
+    ):
         make_settings("encoding=learned", "encoding.max_len=8", "eval.attention_len=12")

@@ -5,19 +5,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
+from conftest import FAST, make_settings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from posenc_jax.errors import ConfigError
 from posenc_jax.checkpoint import restore_params
+from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import attention_maps, length_buckets
 from posenc_jax.run import run
-
-from conftest import FAST, make_settings
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +64,16 @@ def test_tensorboard_events_have_stable_tags_and_the_plot(finished_run):
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    expected = {"train/loss", "train/acc", "train/lr", "eval/acc_id", "eval/acc_ood",
-                "eval/token_acc/len_0002", "eval/token_acc/len_0012", "eval/seq_acc/len_0007"}
+    expected = {
+        "train/loss",
+        "train/acc",
+        "train/lr",
+        "eval/acc_id",
+        "eval/acc_ood",
+        "eval/token_acc/len_0002",
+        "eval/token_acc/len_0012",
+        "eval/seq_acc/len_0007",
+    }
     assert expected <= scalars
     assert [e.step for e in events.Scalars("train/loss")] == [10, 20]
     assert events.Scalars("eval/acc_ood")[0].value == pytest.approx(results["eval"]["acc_ood"])
@@ -134,12 +140,17 @@ def _cli(tmp_path, *overrides):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "posenc_jax", f"hydra.run.dir={tmp_path}", *overrides],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
 
 
 def test_cli_trains_decoder_and_prints_table(tmp_path):
-    done = _cli(tmp_path, *FAST, "encoding=sinusoidal", "task=reverse", "model.causal=true", "seed=3")
+    done = _cli(
+        tmp_path, *FAST, "encoding=sinusoidal", "task=reverse", "model.causal=true", "seed=3"
+    )
     assert done.returncode == 0, done.stderr
     assert "acc_ood" in done.stdout and "len" in done.stdout
     results = json.loads((tmp_path / "results.json").read_text())

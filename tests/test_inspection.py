@@ -17,13 +17,20 @@ MODEL = ModelConfig()  # the default small model: 4 heads of 16 dimensions
 
 @pytest.mark.parametrize("name", available())
 def test_every_encoding_gets_nonempty_pictures(name, tmp_path):
-    summary = inspect_encoding(make_encoding({"name": name}), MODEL, length=48, trained_len=12, out_dir=tmp_path)
-    expected = {"similarity.png"} | ({"decay.png", "scaling.png"} if name in ("rope", "xpos") else set())
+    summary = inspect_encoding(
+        make_encoding({"name": name}), MODEL, length=48, trained_len=12, out_dir=tmp_path
+    )
+    expected = {"similarity.png"} | (
+        {"decay.png", "scaling.png"} if name in ("rope", "xpos") else set()
+    )
     assert {p.name for p in tmp_path.glob("*.png")} == expected
     for picture in expected:
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (tmp_path / picture).stat().st_size > 5000
-    assert summary.startswith(f"encoding {name} (") and (tmp_path / "summary.txt").read_text() == summary + "\n"
+    assert (
+        summary.startswith(f"encoding {name} (")
+        and (tmp_path / "summary.txt").read_text() == summary + "\n"
+    )
 
 
 def test_sinusoidal_neighbours_look_alike_and_distant_positions_differ():
@@ -50,16 +57,33 @@ def test_rope_decay_bound_matches_the_sum_by_hand():
 
 
 def test_length_beyond_a_learned_table_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"length=600 needs positions up to 599.*'learned' represents only 512"):
+    with pytest.raises(
+        ConfigError, match=r"length=600 needs positions up to 599.*'learned' represents only 512"
+    ):
         inspect_encoding(make_encoding({"name": "learned"}), MODEL, 600, 12, tmp_path)
 
 
 def test_cli_writes_pictures(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-c", "from posenc_jax.cli import inspect_main; inspect_main()",
-         "encoding=xpos", "length=40", "trained_len=10", f"out_dir={tmp_path}"],
-        capture_output=True, text=True, env=dict(os.environ), timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "from posenc_jax.cli import inspect_main; inspect_main()",
+            "encoding=xpos",
+            "length=40",
+            "trained_len=10",
+            f"out_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "scaling rules extending trained_len=10 to length=40" in done.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["decay.png", "scaling.png", "similarity.png", "summary.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "decay.png",
+        "scaling.png",
+        "similarity.png",
+        "summary.txt",
+    ]

@@ -5,12 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from conftest import make_settings, perturb_encoding_parameters
 
 from posenc_jax.encodings import available
 from posenc_jax.train import build_model
-
-from conftest import make_settings, perturb_encoding_parameters
 
 LENGTH = 12
 

@@ -5,13 +5,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import make_settings
 
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate
 from posenc_jax.run import run
 from posenc_jax.train import init_state, training_batch
-
-from conftest import make_settings
 
 RANDOMIZED = ["encoding.randomized=true", "encoding.max_position=64"]
 
@@ -19,20 +18,28 @@ RANDOMIZED = ["encoding.randomized=true", "encoding.max_position=64"]
 def _training_batch(settings, step):
     """Step `step`'s training batch, and the same batch without randomized positions."""
     _, state, _ = init_state(settings)
-    plain = dataclasses.replace(settings, encoding=dataclasses.replace(settings.encoding, randomized=False))
-    return training_batch(plain, state.data_key, step), training_batch(settings, state.data_key, step)
+    plain = dataclasses.replace(
+        settings, encoding=dataclasses.replace(settings.encoding, randomized=False)
+    )
+    return training_batch(plain, state.data_key, step), training_batch(
+        settings, state.data_key, step
+    )
 
 
 @pytest.mark.parametrize("encoding", ["rope", "learned", "alibi"])
 def test_training_positions_are_sorted_distinct_and_in_range(encoding):
-    settings = make_settings(f"encoding={encoding}", "task=reverse", *RANDOMIZED,
-                             *(["encoding.max_len=64"] if encoding == "learned" else []))
+    settings = make_settings(
+        f"encoding={encoding}",
+        "task=reverse",
+        *RANDOMIZED,
+        *(["encoding.max_len=64"] if encoding == "learned" else []),
+    )
     for step in range(3):
         plain, batch = _training_batch(settings, step)
         assert (batch.inputs == plain.inputs).all()  # only the positions change
         positions, real = np.asarray(batch.positions), np.asarray(batch.token_mask)
         assert (positions[~real] == 0).all()
-        for row, mask in zip(positions, real):
+        for row, mask in zip(positions, real, strict=True):
             used = row[mask]
             assert (np.diff(used) > 0).all()  # sorted and distinct
             assert used.min() >= 0 and used.max() < 64
@@ -58,8 +65,9 @@ def test_evaluation_is_reproducible_and_uses_randomized_positions():
 
 def test_lengths_past_max_position_are_reported_not_run():
     # copy: an input of n tokens occupies 2n positions; 2n <= 20 only up to n = 10.
-    settings = make_settings("task=copy", "encoding.randomized=true", "encoding.max_position=20",
-                             "eval.max_len=12")
+    settings = make_settings(
+        "task=copy", "encoding.randomized=true", "encoding.max_position=20", "eval.max_len=12"
+    )
     graphdef, state, _ = init_state(settings)
     results = evaluate(settings, graphdef, state.params)
     assert results["not_representable"] == [11, 12]

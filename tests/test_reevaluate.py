@@ -7,13 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import make_settings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.errors import ConfigError
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
-
-from conftest import make_settings
 
 # The one entry of the `eval` section that measures this machine, not the model.
 TIMING = {"wall_s"}
@@ -54,31 +53,54 @@ def test_longer_evaluation_extends_the_same_numbers(trained_run, capsys):
 
 def test_scaling_rule_is_applied_and_tagged(trained_run):
     run_dir, original = trained_run
-    results = reevaluate(run_dir, ["encoding.scaling=yarn", "encoding.scale=2", "eval.save_attention=true"], tag="yarn2")
+    results = reevaluate(
+        run_dir,
+        ["encoding.scaling=yarn", "encoding.scale=2", "eval.save_attention=true"],
+        tag="yarn2",
+    )
     encoding = results["config"]["encoding"]
-    assert (encoding["scaling"], encoding["scale"], encoding["original_max_len"]) == ("yarn", 2.0, 12)
-    assert results["eval"]["token_acc"] != original["eval"]["token_acc"]  # the rule changed the model
+    assert (encoding["scaling"], encoding["scale"], encoding["original_max_len"]) == (
+        "yarn",
+        2.0,
+        12,
+    )
+    assert (
+        results["eval"]["token_acc"] != original["eval"]["token_acc"]
+    )  # the rule changed the model
     assert (run_dir / "accuracy_vs_length_yarn2.png").exists()
     assert (run_dir / "attention_yarn2_layer0.png").stat().st_size > 1000
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_yarn2/acc_ood" in line and line["step"] == 20 for line in lines)
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    assert {"eval_yarn2/attention/layer_0", "eval_yarn2/accuracy_vs_length", "eval/attention/layer_0"} <= set(events.Tags()["images"])
-    assert events.Scalars("eval_yarn2/acc_ood")[0].value == pytest.approx(results["eval"]["acc_ood"])
+    assert {
+        "eval_yarn2/attention/layer_0",
+        "eval_yarn2/accuracy_vs_length",
+        "eval/attention/layer_0",
+    } <= set(events.Tags()["images"])
+    assert events.Scalars("eval_yarn2/acc_ood")[0].value == pytest.approx(
+        results["eval"]["acc_ood"]
+    )
 
 
-@pytest.mark.parametrize("override, refused", [
-    ("model.d_model=64", "model.d_model"),
-    ("task.vocab_size=32", "task.vocab_size"),
-    ("encoding.base=500", "encoding.base"),
-    ("seed.x=1", "seed.x"),
-])
+@pytest.mark.parametrize(
+    "override, refused",
+    [
+        ("model.d_model=64", "model.d_model"),
+        ("task.vocab_size=32", "task.vocab_size"),
+        ("encoding.base=500", "encoding.base"),
+        ("seed.x=1", "seed.x"),
+    ],
+)
 def test_changes_that_need_retraining_are_refused(trained_run, override, refused):
     run_dir, _ = trained_run
     before = sorted(p.name for p in run_dir.iterdir())
-    with pytest.raises(ConfigError, match=rf"A re-evaluation cannot change \['{refused}'\].*needs retraining.*"
-                                          rf"may change \['eval.\*', 'encoding.scaling', 'encoding.scale', 'encoding.original_max_len'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"A re-evaluation cannot change \['{refused}'\].*needs retraining.*"
+        rf"may change \['eval.\*', 'encoding.scaling', 'encoding.scale', "
+        rf"'encoding.original_max_len'\]",
+    ):
         reevaluate(run_dir, [override])
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
@@ -99,7 +121,9 @@ def test_corrupt_checkpoint_is_a_clear_error(trained_run, tmp_path):
     for path in (copy / "checkpoint").rglob("*"):
         if path.is_file():
             path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match=r"checkpoint .* is corrupt or does not match.*Nothing was evaluated"):
+    with pytest.raises(
+        ConfigError, match=r"checkpoint .* is corrupt or does not match.*Nothing was evaluated"
+    ):
         reevaluate(copy, ["eval.max_len=20"])
     assert not (copy / "results_eval.max_len=20.json").exists()
 
@@ -112,9 +136,17 @@ def test_a_folder_without_a_finished_run_is_a_clear_error(tmp_path):
 def test_cli_reports_bad_input_in_one_paragraph(trained_run):
     run_dir, _ = trained_run
     done = subprocess.run(
-        [sys.executable, "-c", "from posenc_jax.cli import evaluate_main; evaluate_main()",
-         f"run_dir={run_dir}", "model.num_layers=3"],
-        capture_output=True, text=True, env=dict(os.environ), timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "from posenc_jax.cli import evaluate_main; evaluate_main()",
+            f"run_dir={run_dir}",
+            "model.num_layers=3",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
     )
     assert done.returncode == 2
     assert done.stderr.startswith("posenc-eval: A re-evaluation cannot change ['model.num_layers']")

@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-
 from conftest import build_encoding
+from flax import nnx
 
 B, T, H, D_HEAD = 2, 7, 2, 4
 D_MODEL = H * D_HEAD
@@ -31,8 +30,11 @@ def _mask(causal):
 
 def _logits(module, q, k, causal=False, layer=1):
     positions = jnp.asarray(POSITIONS)
-    return np.asarray(module.attention_logits(jnp.asarray(q), jnp.asarray(k), positions, positions,
-                                              jnp.asarray(_mask(causal)), layer))
+    return np.asarray(
+        module.attention_logits(
+            jnp.asarray(q), jnp.asarray(k), positions, positions, jnp.asarray(_mask(causal)), layer
+        )
+    )
 
 
 def _p(module, name, layer=None):
@@ -41,6 +43,7 @@ def _p(module, name, layer=None):
 
 
 # --- Shaw et al. 2018 -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("values", [True, False])
 def test_shaw_matches_the_per_pair_formula(values):
@@ -68,6 +71,7 @@ def test_shaw_matches_the_per_pair_formula(values):
 
 # --- DeBERTa (He et al. 2021) ---------------------------------------------------------------
 
+
 def _deberta_delta(i_minus_j, kmax):
     """δ(i, j) written as the paper's three cases."""
     if i_minus_j <= -kmax:
@@ -84,7 +88,9 @@ def test_deberta_delta_cases():
 def _deberta_reference(module, q, k, positions, kmax, c2p=True, p2c=True, layer=1):
     table = _p(module, "table")
     position_keys = np.einsum("rm,mhd->rhd", table, _p(module, "key_projection", layer))
-    position_queries = np.einsum("rm,mhd->rhd", table, _p(module, "query_projection", layer)) + _p(module, "query_bias", layer)
+    position_queries = np.einsum("rm,mhd->rhd", table, _p(module, "query_projection", layer)) + _p(
+        module, "query_bias", layer
+    )
     expected = np.zeros((B, H, T, T))
     for b, h, i, j in np.ndindex(B, H, T, T):
         delta = _deberta_delta(positions[b, i] - positions[b, j], kmax)
@@ -99,7 +105,9 @@ def _deberta_reference(module, q, k, positions, kmax, c2p=True, p2c=True, layer=
 @pytest.mark.parametrize("c2p, p2c", [(True, True), (True, False), (False, True)])
 def test_deberta_matches_the_per_pair_formula(c2p, p2c):
     kmax = 4  # distances in POSITIONS reach 40: clipped on both sides
-    module = build_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax, c2p=c2p, p2c=p2c)
+    module = build_encoding(
+        "deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax, c2p=c2p, p2c=p2c
+    )
     q, k, _ = _qkv()
     expected = _deberta_reference(module, q, k, POSITIONS, kmax, c2p, p2c)
     np.testing.assert_allclose(_logits(module, q, k), expected, rtol=1e-5, atol=1e-5)
@@ -112,21 +120,33 @@ def test_deberta_scores_only_the_rows_that_slot_positions_can_reach():
     q, k, _ = _qkv()
     positions = np.broadcast_to(np.arange(T) + 5, (B, T))
     p = jnp.asarray(positions)
-    actual = np.asarray(module.attention_logits(jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), 1))
-    np.testing.assert_allclose(actual, _deberta_reference(module, q, k, positions, kmax), rtol=1e-5, atol=1e-5)
+    actual = np.asarray(
+        module.attention_logits(jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), 1)
+    )
+    np.testing.assert_allclose(
+        actual, _deberta_reference(module, q, k, positions, kmax), rtol=1e-5, atol=1e-5
+    )
     # Distances that slot positions cannot have (POSITIONS has gaps) are NaN, never a wrong row.
     i_minus_j = POSITIONS[:, :, None] - POSITIONS[:, None, :]
     outside_span = (i_minus_j >= T) | (i_minus_j < -T)  # the kept rows cover −T <= i − j < T
     assert outside_span.any()
-    np.testing.assert_array_equal(np.isnan(_logits(module, q, k)), np.broadcast_to(outside_span[:, None], (B, H, T, T)))
+    np.testing.assert_array_equal(
+        np.isnan(_logits(module, q, k)), np.broadcast_to(outside_span[:, None], (B, H, T, T))
+    )
     # With randomized positions every row up to max_position is kept.
-    randomized = build_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax,
-                                randomized=True, max_position=64)
-    np.testing.assert_allclose(_logits(randomized, q, k), _deberta_reference(randomized, q, k, POSITIONS, kmax),
-                               rtol=1e-5, atol=1e-5)
+    randomized = build_encoding(
+        "deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax, randomized=True, max_position=64
+    )
+    np.testing.assert_allclose(
+        _logits(randomized, q, k),
+        _deberta_reference(randomized, q, k, POSITIONS, kmax),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 # --- Transformer-XL (Dai et al. 2019) -------------------------------------------------------
+
 
 @pytest.mark.parametrize("offset", [0, 1500])
 def test_transformer_xl_matches_the_per_pair_formula(offset):
@@ -141,14 +161,21 @@ def test_transformer_xl_matches_the_per_pair_formula(offset):
     for b, h, i, j in np.ndindex(B, H, T, T):
         delta = positions[b, i] - positions[b, j]
         r = np.concatenate([np.sin(delta * inv_freq), np.cos(delta * inv_freq)])  # R[i − j]
-        expected[b, h, i, j] = ((q[b, i, h] + u[h]) @ k[b, j, h] + (q[b, i, h] + v[h]) @ (r @ w_r[:, h])) / math.sqrt(D_HEAD)
+        expected[b, h, i, j] = (
+            (q[b, i, h] + u[h]) @ k[b, j, h] + (q[b, i, h] + v[h]) @ (r @ w_r[:, h])
+        ) / math.sqrt(D_HEAD)
     p = jnp.asarray(positions)
-    actual = np.asarray(module.attention_logits(jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), layer))
+    actual = np.asarray(
+        module.attention_logits(
+            jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), layer
+        )
+    )
     # float32 angles: at positions near 1500 the sines carry ~1e-4 absolute error.
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 if offset == 0 else 2e-4)
 
 
 # --- KERPLE (Chi et al. 2022) ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("variant", ["log", "power"])
 def test_kerple_matches_its_kernel(variant):
@@ -177,12 +204,16 @@ def test_kerple_power_gradient_is_finite_at_distance_zero():
     module = build_encoding("kerple", num_heads=H, d_model=D_MODEL, variant="power")
     graphdef, params = nnx.split(module)
     positions = jnp.asarray(POSITIONS)  # includes i = j, where |i − j|^r2 has an infinite log
-    total = lambda params: nnx.merge(graphdef, params).logit_bias(positions, positions, 0).sum()
+
+    def total(params):
+        return nnx.merge(graphdef, params).logit_bias(positions, positions, 0).sum()
+
     grads = jax.tree.leaves(jax.grad(total)(params))
     assert grads and all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
 # --- FIRE (Li et al. 2023) ------------------------------------------------------------------
+
 
 def _fire_reference(module, positions, layer):
     c, scale = _p(module, "c", layer), _p(module, "threshold_scale", layer)
@@ -191,7 +222,9 @@ def _fire_reference(module, positions, layer):
     expected = np.zeros((B, H, T, T))
     for b, i, j in np.ndindex(B, T, T):
         normaliser = max(positions[b, i], abs(scale * 512.0))
-        x = math.log(abs(c * (positions[b, i] - positions[b, j])) + 1) / (math.log(abs(c * normaliser) + 1) + 1e-6)
+        x = math.log(abs(c * (positions[b, i] - positions[b, j])) + 1) / (
+            math.log(abs(c * normaliser) + 1) + 1e-6
+        )
         expected[b, :, i, j] = np.maximum(x * w1 + b1, 0) @ w2 + b2
     return expected
 
@@ -203,17 +236,25 @@ def test_fire_matches_the_reference_code(offset):
     positions = POSITIONS + offset
     p = jnp.asarray(positions)
     actual = np.asarray(module.logit_bias(p, p, layer))
-    np.testing.assert_allclose(actual, _fire_reference(module, positions, layer), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        actual, _fire_reference(module, positions, layer), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_fire_is_relative_below_its_threshold_and_not_past_it():
     module = build_encoding("fire", num_heads=H, d_model=D_MODEL)
-    bias = lambda offset: np.asarray(module.logit_bias(jnp.asarray(POSITIONS + offset), jnp.asarray(POSITIONS + offset), 0))
+
+    def bias(offset):
+        return np.asarray(
+            module.logit_bias(jnp.asarray(POSITIONS + offset), jnp.asarray(POSITIONS + offset), 0)
+        )
+
     np.testing.assert_allclose(bias(300), bias(0), rtol=1e-5, atol=1e-6)  # all positions < L ≈ 512
     assert np.max(np.abs(bias(3000) - bias(0))) > 1e-3  # normalised by the query position
 
 
 # --- CoPE (Golovneva et al. 2024) -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("max_count", [2, 512])
@@ -230,6 +271,8 @@ def test_cope_matches_the_per_pair_formula(causal, max_count):
         for j in range(T):
             count = min(gates[j:].sum(), max_count)
             low, high = math.floor(count), math.ceil(count)
-            interpolated = (q[b, i, h] @ table[:, high]) * (count - low) + (q[b, i, h] @ table[:, low]) * (1 - count + low)
+            interpolated = (q[b, i, h] @ table[:, high]) * (count - low) + (
+                q[b, i, h] @ table[:, low]
+            ) * (1 - count + low)
             expected[b, h, i, j] = (content[j] + interpolated) / math.sqrt(D_HEAD)
     np.testing.assert_allclose(_logits(module, q, k, causal, layer), expected, rtol=1e-5, atol=1e-5)

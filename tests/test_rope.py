@@ -4,11 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_settings
 
 from posenc_jax.encodings import apply_rope, rope_frequencies
 from posenc_jax.errors import ConfigError
-
-from conftest import make_settings
 
 HEAD_DIM = 16
 THETA = rope_frequencies(HEAD_DIM)
@@ -41,7 +40,9 @@ def test_rotation_preserves_norms(layout):
     x = jax.random.normal(jax.random.key(1), (3, 20, 4, HEAD_DIM))
     positions = jax.random.randint(jax.random.key(2), (3, 20), 0, 4096)
     rotated = apply_rope(x, positions, THETA, layout=layout)
-    np.testing.assert_allclose(jnp.linalg.norm(rotated, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(rotated, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5
+    )
     assert not np.allclose(rotated, x)
 
 
@@ -54,7 +55,8 @@ def test_layouts_agree_up_to_fixed_permutation():
     np.testing.assert_allclose(
         apply_rope(x[..., perm], positions, THETA, layout="interleaved"),
         apply_rope(x, positions, THETA, layout="half")[..., perm],
-        rtol=1e-5, atol=1e-6,
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

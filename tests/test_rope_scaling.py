@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_settings
 
 from posenc_jax.encodings import Rope, Xpos, apply_rope, rope_frequencies, yarn_attention_factor
 from posenc_jax.errors import ConfigError
 from posenc_jax.train import train
-
-from conftest import make_settings
 
 
 def _theta(head_dim, base=10000.0):
@@ -21,7 +20,9 @@ def _theta(head_dim, base=10000.0):
 def test_none_and_pi():
     np.testing.assert_allclose(rope_frequencies(8), _theta(8), rtol=1e-6)
     np.testing.assert_allclose(rope_frequencies(8, scaling="none"), _theta(8), rtol=1e-6)
-    np.testing.assert_allclose(rope_frequencies(8, scaling="pi", scale=4.0), _theta(8) / 4, rtol=1e-6)
+    np.testing.assert_allclose(
+        rope_frequencies(8, scaling="pi", scale=4.0), _theta(8) / 4, rtol=1e-6
+    )
 
 
 def test_ntk_changes_the_base():
@@ -36,13 +37,23 @@ def test_ntk_changes_the_base():
 
 def test_dynamic_ntk_scales_only_past_the_trained_length():
     d, trained = 16, 64
-    dynamic = lambda length, scale=1.0: np.asarray(
-        rope_frequencies(d, scaling="dynamic_ntk", scale=scale, original_max_len=trained, length=length))
+
+    def dynamic(length, scale=1.0):
+        return np.asarray(
+            rope_frequencies(
+                d, scaling="dynamic_ntk", scale=scale, original_max_len=trained, length=length
+            )
+        )
+
     np.testing.assert_allclose(dynamic(10), _theta(d), rtol=1e-6)
     np.testing.assert_allclose(dynamic(trained), _theta(d), rtol=1e-6)
-    np.testing.assert_allclose(dynamic(2 * trained), _theta(d, 10000.0 * 2 ** (d / (d - 2))), rtol=1e-5)
+    np.testing.assert_allclose(
+        dynamic(2 * trained), _theta(d, 10000.0 * 2 ** (d / (d - 2))), rtol=1e-5
+    )
     # HF's factor with s = 2 at length 3L: 2·3 − 1 = 5.
-    np.testing.assert_allclose(dynamic(3 * trained, 2.0), _theta(d, 10000.0 * 5 ** (d / (d - 2))), rtol=1e-5)
+    np.testing.assert_allclose(
+        dynamic(3 * trained, 2.0), _theta(d, 10000.0 * 5 ** (d / (d - 2))), rtol=1e-5
+    )
     # Per-example lengths give per-example frequencies.
     batch = dynamic(jnp.array([10, 2 * trained]))
     np.testing.assert_allclose(batch, np.stack([dynamic(10), dynamic(2 * trained)]), rtol=1e-6)
@@ -50,7 +61,8 @@ def test_dynamic_ntk_scales_only_past_the_trained_length():
 
 def test_yarn_ramp_bounds_match_the_authors_correction_range():
     """LLaMA's d = 128, base 10^4, L = 4096, s = 8. The authors' find_correction_range gives
-    low = floor(d·ln(L/(2π·32)) / (2 ln base)) = 20 and high = ceil(d·ln(L/(2π·1)) / (2 ln base)) = 46:
+    low = floor(d·ln(L/(2π·32)) / (2 ln base)) = 20 and
+    high = ceil(d·ln(L/(2π·1)) / (2 ln base)) = 46:
     pairs up to 20 turn more than β = 32 times over L and keep θ_i, pairs from 46 turn less
     than α = 1 times and are interpolated like PI."""
     d, base, s, trained = 128, 10000.0, 8.0, 4096
@@ -80,15 +92,21 @@ def test_pi_is_rope_at_divided_positions():
     positions = jnp.broadcast_to(jnp.arange(12), (2, 12))
     for s in (2.0, 3.0, 8.0):
         pi = Rope(scaling="pi", scale=s).rotate(x, positions, is_query=True)
-        np.testing.assert_allclose(pi, apply_rope(x, positions / s, rope_frequencies(16)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            pi, apply_rope(x, positions / s, rope_frequencies(16)), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_yarn_multiplies_queries_and_keys_by_the_attention_factor():
     x = jax.random.normal(jax.random.key(1), (1, 5, 2, 16))
     positions = jnp.arange(5)[None]
     spec = Rope(scaling="yarn", scale=4.0, original_max_len=8)
-    unscaled = apply_rope(x, positions, rope_frequencies(16, scaling="yarn", scale=4.0, original_max_len=8))
-    np.testing.assert_allclose(spec.rotate(x, positions, is_query=False), unscaled * (0.1 * math.log(4) + 1), rtol=1e-5)
+    unscaled = apply_rope(
+        x, positions, rope_frequencies(16, scaling="yarn", scale=4.0, original_max_len=8)
+    )
+    np.testing.assert_allclose(
+        spec.rotate(x, positions, is_query=False), unscaled * (0.1 * math.log(4) + 1), rtol=1e-5
+    )
 
 
 def test_dynamic_ntk_in_the_model_reads_each_sequence_length():
@@ -107,7 +125,14 @@ def test_dynamic_ntk_in_the_model_reads_each_sequence_length():
 def test_static_rules_keep_rope_relative(scaling):
     q, k = jax.random.normal(jax.random.key(3), (2, 1, 1, 1, 16))
     spec = Rope(scaling=scaling, scale=4.0, original_max_len=32)
-    dot = lambda m, n: float(jnp.sum(spec.rotate(q, jnp.array([[m]]), True) * spec.rotate(k, jnp.array([[n]]), False)))
+
+    def dot(m, n):
+        return float(
+            jnp.sum(
+                spec.rotate(q, jnp.array([[m]]), True) * spec.rotate(k, jnp.array([[n]]), False)
+            )
+        )
+
     assert dot(3, 10) == pytest.approx(dot(103, 110), rel=1e-4, abs=1e-5)
 
 
@@ -116,24 +141,38 @@ def test_xpos_takes_the_rules_in_its_rotation():
     positions = jnp.arange(6)[None]
     plain, pi = Xpos(), Xpos(scaling="pi", scale=2.0)
     ratio = pi.rotate(x, positions, True) / Rope(scaling="pi", scale=2.0).rotate(x, positions, True)
-    np.testing.assert_allclose(ratio, plain.rotate(x, positions, True) / Rope().rotate(x, positions, True), rtol=1e-4)
+    np.testing.assert_allclose(
+        ratio, plain.rotate(x, positions, True) / Rope().rotate(x, positions, True), rtol=1e-4
+    )
 
 
 def test_trained_length_is_filled_in_from_the_task():
     settings = make_settings("encoding=rope", "task=reverse", "task.train_max_len=6")
     assert settings.encoding.original_max_len == 12  # 6 input tokens and 6 answer slots
-    randomized = make_settings("encoding=rope", "encoding.randomized=true", "encoding.max_position=100")
+    randomized = make_settings(
+        "encoding=rope", "encoding.randomized=true", "encoding.max_position=100"
+    )
     assert randomized.encoding.original_max_len == 100
     explicit = make_settings("encoding=rope", "encoding.original_max_len=50")
     assert explicit.encoding.original_max_len == 50
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["encoding.scaling=longrope"], r"encoding.scaling='longrope' is unknown; valid choices are \['none', 'pi', 'ntk', 'dynamic_ntk', 'yarn'\]"),
-    (["encoding.scaling=pi", "encoding.scale=0.5"], r"encoding.scale=0.5 must be at least 1"),
-    (["encoding.scale=4"], r"encoding.scale=4.0 has no effect with encoding.scaling=none"),
-    (["encoding.scaling=ntk", "model.d_model=4", "model.num_heads=2"], r"needs a head dimension of at least 4; it is 2"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["encoding.scaling=longrope"],
+            r"encoding.scaling='longrope' is unknown; valid choices are \['none', 'pi', 'ntk', "
+            r"'dynamic_ntk', 'yarn'\]",
+        ),
+        (["encoding.scaling=pi", "encoding.scale=0.5"], r"encoding.scale=0.5 must be at least 1"),
+        (["encoding.scale=4"], r"encoding.scale=4.0 has no effect with encoding.scaling=none"),
+        (
+            ["encoding.scaling=ntk", "model.d_model=4", "model.num_heads=2"],
+            r"needs a head dimension of at least 4; it is 2",
+        ),
+    ],
+)
 def test_bad_scaling_is_a_clear_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_settings("encoding=rope", *overrides)
@@ -142,7 +181,13 @@ def test_bad_scaling_is_a_clear_error(overrides, message):
 @pytest.mark.parametrize("rule", ["dynamic_ntk", "yarn"])
 def test_rules_train_through_the_jitted_step(rule):
     """At training time too; original_max_len=4 makes dynamic_ntk act on the longer examples."""
-    settings = make_settings("encoding=rope", f"encoding.scaling={rule}", "encoding.scale=2",
-                             "encoding.original_max_len=4", "train.steps=10", "train.log_every=5")
+    settings = make_settings(
+        "encoding=rope",
+        f"encoding.scaling={rule}",
+        "encoding.scale=2",
+        "encoding.original_max_len=4",
+        "train.steps=10",
+        "train.log_every=5",
+    )
     summary = train(settings, lambda *_: None).summary
     assert summary["status"] == "completed" and math.isfinite(summary["final_loss"])

@@ -9,11 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import make_settings, perturb_encoding_parameters
 
 from posenc_jax.encodings import REGISTRY, available
 from posenc_jax.train import build_model
-
-from conftest import make_settings, perturb_encoding_parameters
 
 
 def _outputs(encoding, causal, shift):

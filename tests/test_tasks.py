@@ -1,6 +1,7 @@
 """Task samplers against plain-Python rules, in both model modes, at edge lengths too."""
 
 import functools
+import itertools
 import math
 import re
 
@@ -8,17 +9,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings as hyp_settings, strategies as st
+from conftest import make_settings
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from posenc_jax.errors import ConfigError
 from posenc_jax.tasks import ANSWER_ID, NUM_SPECIAL, PAD_ID, available, make_task
 from posenc_jax.tasks.regular import evaluate_modular
 
-from conftest import make_settings
 
 def _modular_arithmetic(tokens, modulus=5):
     symbols = [str(t) if t < modulus else "+-*_"[t - modulus] for t in tokens]
-    assert symbols[::2] == [s for s in symbols[::2] if s.isdigit()], symbols  # residues at even slots
+    assert symbols[::2] == [s for s in symbols[::2] if s.isdigit()], (
+        symbols
+    )  # residues at even slots
     if symbols[-1] == "_":
         symbols = symbols[:-1]
     return [eval("".join(symbols)) % modulus]  # Python: * before + and −, % is non-negative
@@ -28,7 +33,7 @@ def _missing_duplicate(tokens):
     half = len(tokens) // 2
     first, second, pad = tokens[:half], tokens[half : 2 * half], tokens[2 * half :]
     assert pad == [3] * (len(tokens) % 2) and (first + second).count(2) == 1, tokens
-    assert all(a == b for a, b in zip(first, second) if 2 not in (a, b)), tokens  # w w
+    assert all(a == b for a, b in zip(first, second, strict=True) if 2 not in (a, b)), tokens  # w w
     return [second[first.index(2)] if 2 in first else first[second.index(2)]]
 
 
@@ -38,7 +43,9 @@ def _binary_operation(tokens, operation):
     cut = tokens.index(2)
     a, b = tokens[:cut], tokens[cut + 1 :]
     assert a and b and 2 not in b and any(a) and any(b), tokens  # nonzero operands
-    value = operation(int("".join(map(str, reversed(a))), 2), int("".join(map(str, reversed(b))), 2))
+    value = operation(
+        int("".join(map(str, reversed(a))), 2), int("".join(map(str, reversed(b))), 2)
+    )
     return [int(bit) for bit in reversed(f"{value:b}")] + [2]
 
 
@@ -71,7 +78,9 @@ def _associative_recall(tokens, num_keys=64, num_values=16):
 def _index_lookup(tokens, num_symbols=16):
     separator = tokens.index(num_symbols)
     stored, digits = tokens[:separator], tokens[separator + 1 :]
-    assert len(digits) == len(str(len(tokens))) and all(num_symbols < d <= num_symbols + 10 for d in digits)
+    assert len(digits) == len(str(len(tokens))) and all(
+        num_symbols < d <= num_symbols + 10 for d in digits
+    )
     index = int("".join(str(d - num_symbols - 1) for d in digits))
     assert all(t < num_symbols for t in stored) and index < len(stored), tokens
     return [stored[index]]
@@ -81,7 +90,10 @@ def _addition(tokens, digit_order="msd"):
     cut = tokens.index(10)
     a, b = tokens[:cut], tokens[cut + 1 :]
     assert a and b and all(d < 10 for d in a + b), tokens
-    as_number = lambda digits: int("".join(map(str, digits if digit_order == "msd" else digits[::-1])))
+
+    def as_number(digits):
+        return int("".join(map(str, digits if digit_order == "msd" else digits[::-1])))
+
     total = [int(d) for d in str(as_number(a) + as_number(b))]
     return (total if digit_order == "msd" else total[::-1]) + [10]
 
@@ -90,7 +102,9 @@ def _sort(tokens, digits=2):
     fill = len(tokens) % digits
     assert tokens[:fill] == [10] * fill and all(d < 10 for d in tokens[fill:]), tokens
     body = tokens[fill:]
-    numbers = sorted(body[i : i + digits] for i in range(0, len(body), digits))  # lexicographic = numeric
+    numbers = sorted(
+        body[i : i + digits] for i in range(0, len(body), digits)
+    )  # lexicographic = numeric
     return [d for number in numbers for d in number]
 
 
@@ -103,8 +117,11 @@ def _solve_equation(tokens, modulus=5):
     *expression, equals, value = tokens
     assert equals == modulus + 6 and value < modulus and expression.count(modulus + 5) == 1, tokens
     hole = expression.index(modulus + 5)
-    solutions = [d for d in range(modulus)
-                 if _modular_arithmetic_brackets(expression[:hole] + [d] + expression[hole + 1 :]) == [value]]
+    solutions = [
+        d
+        for d in range(modulus)
+        if _modular_arithmetic_brackets(expression[:hole] + [d] + expression[hole + 1 :]) == [value]
+    ]
     assert len(solutions) == 1, tokens  # + and − only: exactly one x works
     return solutions
 
@@ -113,7 +130,7 @@ RULES = {
     "copy": lambda tokens: list(tokens),
     "reverse": lambda tokens: list(reversed(tokens)),
     "word_order": lambda tokens: [int(list(tokens) == sorted(tokens))],
-    "even_pairs": lambda bits: [sum(a != b for a, b in zip(bits, bits[1:])) % 2],
+    "even_pairs": lambda bits: [sum(a != b for a, b in itertools.pairwise(bits)) % 2],
     "parity": lambda bits: [sum(bits) % 2],
     "cycle_navigation": lambda moves: [sum(m - 1 for m in moves) % 5],
     "modular_arithmetic": _modular_arithmetic,
@@ -130,8 +147,13 @@ RULES = {
     "modular_arithmetic_brackets": _modular_arithmetic_brackets,
     "solve_equation": _solve_equation,
     "sort": _sort,
-    "count": lambda tokens: [int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))],
-    "compute_sqrt": lambda bits: [int(b) for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)],
+    "count": lambda tokens: [
+        int(d) for d in str(tokens[:-1].count(tokens[-1])).zfill(len(str(len(tokens) - 1)))
+    ],
+    "compute_sqrt": lambda bits: [
+        int(b)
+        for b in f"{math.isqrt(int(''.join(map(str, bits)), 2)):b}".zfill((len(bits) + 1) // 2)
+    ],
 }
 
 
@@ -148,7 +170,9 @@ CASES = [(name, {}) for name in available()] + [("addition", {"digit_order": "ls
 
 def _examples(task, batch):
     """Decode a Batch back into plain Python (content, answers, row) triples."""
-    inputs, targets, mask = (np.asarray(a) for a in (batch.inputs, batch.targets, batch.target_mask))
+    inputs, targets, mask = (
+        np.asarray(a) for a in (batch.inputs, batch.targets, batch.target_mask)
+    )
     for row, n in enumerate(np.asarray(batch.lengths)):
         content = [int(t) - NUM_SPECIAL for t in inputs[row, :n]]
         answers = [int(t) for t in targets[row][mask[row]]]
@@ -167,14 +191,18 @@ def _check_batch(task, batch, causal):
         # Shared layout: answers start at slot n, positions count up, padding is masked.
         assert token_mask[row].sum() == n + slots
         assert list(positions[row, : n + slots]) == list(range(n + slots))
-        assert (positions[row, n + slots :] == 0).all() and (inputs[row, n + slots :] == PAD_ID).all()
+        assert (positions[row, n + slots :] == 0).all() and (
+            inputs[row, n + slots :] == PAD_ID
+        ).all()
         assert inputs[row, n] == ANSWER_ID
         expected_rest = [a + NUM_SPECIAL for a in answers[:-1]] if causal else [ANSWER_ID] * (m - 1)
         assert list(inputs[row, n + 1 : n + m]) == expected_rest
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("name, params", CASES, ids=[f"{n}{''.join(f'-{v}' for v in p.values())}" for n, p in CASES])
+@pytest.mark.parametrize(
+    "name, params", CASES, ids=[f"{n}{''.join(f'-{v}' for v in p.values())}" for n, p in CASES]
+)
 def test_sampler_matches_plain_rule(name, params, causal):
     task = make_task({"name": name, "train_max_len": 12, **params})
     for seed in range(5):
@@ -219,7 +247,8 @@ def test_word_order_swap_falls_anywhere():
     batch = task.sample(jax.random.key(2), jnp.full((2000,), n, jnp.int32), n, causal=False)
     places = {
         next(i for i in range(n - 1) if c[i] > c[i + 1])
-        for c, a, _ in _examples(task, batch) if a[0] == 0
+        for c, a, _ in _examples(task, batch)
+        if a[0] == 0
     }
     assert places == set(range(n - 1))
 
@@ -243,18 +272,31 @@ def test_examples_do_not_depend_on_padding(name):
 
 
 def test_unknown_task_is_a_clear_error():
-    with pytest.raises(ConfigError, match=rf"Unknown task 'sorting'; valid choices are {re.escape(str(available()))}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"Unknown task 'sorting'; valid choices are {re.escape(str(available()))}",
+    ):
         make_task({"name": "sorting"})
 
 
 def test_modular_arithmetic_worked_examples():
     """Delétang et al.'s examples (modulo 5), encoded: residues 0-4, then + − * _ as 5-8."""
-    encode = lambda text: [int(c) if c.isdigit() else 5 + "+-*_".index(c) for c in text.split()]
-    for text, value in [("1 + 2 * 3", 2), ("1 - 1 - 1", 4), ("0 * 1 + 4 * 3 - 2", 0), ("3 * 4 _", 2)]:
+
+    def encode(text):
+        return [int(c) if c.isdigit() else 5 + "+-*_".index(c) for c in text.split()]
+
+    for text, value in [
+        ("1 + 2 * 3", 2),
+        ("1 - 1 - 1", 4),
+        ("0 * 1 + 4 * 3 - 2", 0),
+        ("3 * 4 _", 2),
+    ]:
         tokens = encode(text)
         residues = jnp.asarray([[t if i % 2 == 0 else 0 for i, t in enumerate(tokens)]])
         operators = jnp.asarray([[t - 5 if i % 2 else 0 for i, t in enumerate(tokens)]])
-        assert int(evaluate_modular(residues, operators, jnp.asarray([len(tokens)]), 5)[0]) == value, text
+        assert (
+            int(evaluate_modular(residues, operators, jnp.asarray([len(tokens)]), 5)[0]) == value
+        ), text
 
 
 def test_bad_training_range_is_a_clear_error():
@@ -264,5 +306,11 @@ def test_bad_training_range_is_a_clear_error():
 
 def test_lengths_a_task_cannot_generate_are_a_clear_error():
     # 4 distinct keys hold at most 4 pairs: inputs of at most 2·4 + 2 = 10 tokens.
-    with pytest.raises(ConfigError, match=r"'associative_recall' can generate inputs of at most 10 tokens.*asks for 32 \(task.train_max_len=8, eval.max_len=32\)"):
-        make_settings("task=associative_recall", "task.num_keys=4", "task.train_max_len=8", fast=False)
+    with pytest.raises(
+        ConfigError,
+        match=r"'associative_recall' can generate inputs of at most 10 tokens.*asks for 32 "
+        r"\(task.train_max_len=8, eval.max_len=32\)",
+    ):
+        make_settings(
+            "task=associative_recall", "task.num_keys=4", "task.train_max_len=8", fast=False
+        )

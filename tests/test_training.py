@@ -3,13 +3,12 @@
 import jax
 import numpy as np
 import pytest
+from conftest import make_settings
 
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.encodings import available
 from posenc_jax.evaluate import evaluate
 from posenc_jax.train import init_state, make_train_chunk, train
-
-from conftest import make_settings
 
 
 def test_train_chunk_compiles_once_and_is_deterministic():
@@ -27,7 +26,7 @@ def test_train_chunk_compiles_once_and_is_deterministic():
     _, again, _ = init_state(settings)
     for _ in range(4):
         again, _ = chunk(again)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params)):
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -38,7 +37,10 @@ def test_a_step_keeps_the_state_types_so_nothing_recompiles(encoding):
     settings = make_settings(f"encoding={encoding}")
     graphdef, state, optimizer = init_state(settings)
     after = jax.eval_shape(make_train_chunk(settings, graphdef, optimizer, 1), state)[0]
-    types = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "weak_type", False)), tree)
+
+    def types(tree):
+        return jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "weak_type", False)), tree)
+
     assert types(after) == types(jax.eval_shape(lambda s: s, state))
 
 
@@ -46,14 +48,21 @@ def test_chunk_size_does_not_change_the_result():
     """The data of step t depends only on (seed, t), not on how steps are grouped."""
     one = train(make_settings("train.steps_per_dispatch=1", "train.log_every=10"), lambda *_: None)
     five = train(make_settings("train.steps_per_dispatch=5", "train.log_every=10"), lambda *_: None)
-    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(five.params)):
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(five.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
 LEARN = [
-    "task=word_order", "train.steps=600", "train.batch_size=64", "train.log_every=100",
-    "train.steps_per_dispatch=10", "optim.warmup_steps=50", "model.d_model=64",
-    "task.train_max_len=8", "eval.max_len=8", "eval.examples_per_length=128",
+    "task=word_order",
+    "train.steps=600",
+    "train.batch_size=64",
+    "train.log_every=100",
+    "train.steps_per_dispatch=10",
+    "optim.warmup_steps=50",
+    "model.d_model=64",
+    "task.train_max_len=8",
+    "eval.max_len=8",
+    "eval.examples_per_length=128",
 ]
 
 

@@ -12,7 +12,9 @@ THETA = rope_frequencies(8)
 
 def test_zeta_matches_the_authors_formula():
     np.testing.assert_allclose(xpos_zeta(4), [1.6 / 5.6, 3.6 / 5.6], rtol=1e-6)
-    np.testing.assert_allclose(xpos_zeta(8), [3.2 / 11.2, 5.2 / 11.2, 7.2 / 11.2, 9.2 / 11.2], rtol=1e-6)
+    np.testing.assert_allclose(
+        xpos_zeta(8), [3.2 / 11.2, 5.2 / 11.2, 7.2 / 11.2, 9.2 / 11.2], rtol=1e-6
+    )
 
 
 def _dot(q, k, n, m, scale_base=512.0, layout="interleaved"):
@@ -29,7 +31,9 @@ def test_dot_product_is_rope_scaled_by_zeta_to_the_offset(layout):
     rq = apply_rope(q[None, None, None], jnp.array([[n]]), THETA, layout)[0, 0, 0]
     rk = apply_rope(k[None, None, None], jnp.array([[m]]), THETA, layout)[0, 0, 0]
     products = rq * rk
-    per_pair = products.reshape(4, 2).sum(-1) if layout == "interleaved" else products[:4] + products[4:]
+    per_pair = (
+        products.reshape(4, 2).sum(-1) if layout == "interleaved" else products[:4] + products[4:]
+    )
     expected = float(jnp.sum(per_pair * xpos_zeta(8) ** ((n - m) / 512.0)))
     assert _dot(q, k, n, m, layout=layout) == pytest.approx(expected, rel=1e-5)
     assert _dot(q, k, n + 1000, m + 1000, layout=layout) == pytest.approx(expected, rel=1e-4)
@@ -44,6 +48,9 @@ def test_every_pair_decays_and_fast_rotating_pairs_decay_fastest():
 
 def test_without_decay_it_is_rope():
     q, k = jax.random.normal(jax.random.key(1), (2, 8))
-    rotated = lambda x, p: apply_rope(x[None, None, None], jnp.array([[p]]), THETA)
+
+    def rotated(x, p):
+        return apply_rope(x[None, None, None], jnp.array([[p]]), THETA)
+
     rope = jnp.sum(rotated(q, 50) * rotated(k, 7))
     assert _dot(q, k, 50, 7, scale_base=1e12) == pytest.approx(float(rope), rel=1e-5)

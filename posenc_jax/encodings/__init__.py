@@ -6,7 +6,8 @@ This module is the single registry: adding an encoding means one module here, on
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,21 @@ from posenc_jax.spec import build_spec
 
 REGISTRY: dict[str, type[EncodingSpec]] = {
     spec.name: spec
-    for spec in (NoPE, Sinusoidal, Learned, Shaw, T5, Deberta, TransformerXL, Rope, Alibi, Xpos,
-                 Kerple, Fire, Cope)
+    for spec in (
+        NoPE,
+        Sinusoidal,
+        Learned,
+        Shaw,
+        T5,
+        Deberta,
+        TransformerXL,
+        Rope,
+        Alibi,
+        Xpos,
+        Kerple,
+        Fire,
+        Cope,
+    )
 }
 
 
@@ -48,8 +62,14 @@ def make_encoding(raw: Mapping[str, Any]) -> EncodingSpec:
 
 
 def attention_bias(
-    name: str, q_len: int, k_len: int, num_heads: int, causal: bool = False, seed: int = 0,
-    layer: int = 0, **params
+    name: str,
+    q_len: int,
+    k_len: int,
+    num_heads: int,
+    causal: bool = False,
+    seed: int = 0,
+    layer: int = 0,
+    **params,
 ) -> jax.Array:
     """The content-independent logit bias of encoding `name`: [num_heads, q_len, k_len].
 
@@ -59,7 +79,9 @@ def attention_bias(
     """
     module = _build_alone(name, num_heads, causal, seed, params)
     if not 0 <= layer < _LAYERS_ALONE:
-        raise ConfigError(f"layer={layer} is out of range; attention_bias shows layers 0..{_LAYERS_ALONE - 1}.")
+        raise ConfigError(
+            f"layer={layer} is out of range; attention_bias shows layers 0..{_LAYERS_ALONE - 1}."
+        )
     if not _adds_logit_bias(module):
         with_bias = [n for n in available() if _adds_logit_bias(_build_alone(n, 2, causal, 0, {}))]
         raise ConfigError(
@@ -77,7 +99,9 @@ def _build_alone(name: str, num_heads: int, causal: bool, seed: int, params: Map
     from posenc_jax.config import ModelConfig
 
     spec = make_encoding({"name": name, **params})
-    model = ModelConfig(d_model=2 * num_heads, num_heads=num_heads, num_layers=_LAYERS_ALONE, causal=causal)
+    model = ModelConfig(
+        d_model=2 * num_heads, num_heads=num_heads, num_layers=_LAYERS_ALONE, causal=causal
+    )
     spec.validate(model)
     return spec.build(model, nnx.Rngs(seed))
 

@@ -4,7 +4,7 @@ No position is added to the embeddings; each head h adds a fixed, distance-propo
 to its attention logits:
 
     decoder (causal):  bias[h, i, j] = m_h · (j − i)     (j <= i, so the bias is <= 0)
-    encoder:           bias[h, i, j] = −m_h · |i − j|    (the symmetric variant for bidirectional use)
+    encoder:           bias[h, i, j] = −m_h · |i − j|    (symmetric, for bidirectional use)
 
 The slopes form a geometric sequence, exactly as in the authors' code: for n heads, a power of 2,
 m_h = 2^(−8h/n), h = 1..n (8 heads: 1/2, 1/4, ..., 1/256). Otherwise take the slopes of the
@@ -32,7 +32,9 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
     if num_heads < 1:
         raise ValueError(f"num_heads={num_heads} must be at least 1")
     if num_heads & (num_heads - 1) == 0:  # a power of two
-        return np.array([2.0 ** (-8.0 * h / num_heads) for h in range(1, num_heads + 1)], np.float32)
+        return np.array(
+            [2.0 ** (-8.0 * h / num_heads) for h in range(1, num_heads + 1)], np.float32
+        )
     lower = 2 ** math.floor(math.log2(num_heads))
     extra = alibi_slopes(2 * lower)[0::2][: num_heads - lower]
     return np.concatenate([alibi_slopes(lower), extra])

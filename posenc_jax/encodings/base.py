@@ -46,7 +46,8 @@ def relative_positions(q_positions: jax.Array, k_positions: jax.Array) -> jax.Ar
 
 
 def scaled_dot_product(q: jax.Array, k: jax.Array) -> jax.Array:
-    """q·k / sqrt(head_dim): [batch, q_len, heads, d], [batch, k_len, heads, d] -> [batch, heads, q_len, k_len]."""
+    """q·k / sqrt(head_dim): q [batch, q_len, heads, d], k [batch, k_len, heads, d]
+    -> [batch, heads, q_len, k_len]."""
     return jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
 
 
@@ -62,17 +63,29 @@ class PositionalEncoding(nnx.Module):
         return q, k
 
     def attention_logits(
-        self, q: jax.Array, k: jax.Array, q_positions: jax.Array, k_positions: jax.Array,
-        mask: jax.Array, layer: int,
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        q_positions: jax.Array,
+        k_positions: jax.Array,
+        mask: jax.Array,
+        layer: int,
     ) -> jax.Array:
         return scaled_dot_product(q, k)
 
-    def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array, layer: int) -> jax.Array | None:
+    def logit_bias(
+        self, q_positions: jax.Array, k_positions: jax.Array, layer: int
+    ) -> jax.Array | None:
         """A bias broadcastable to [batch, heads, q_len, k_len], or None."""
         return None
 
     def attention_output(
-        self, weights: jax.Array, v: jax.Array, q_positions: jax.Array, k_positions: jax.Array, layer: int
+        self,
+        weights: jax.Array,
+        v: jax.Array,
+        q_positions: jax.Array,
+        k_positions: jax.Array,
+        layer: int,
     ) -> jax.Array:
         return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
@@ -114,12 +127,12 @@ class EncodingSpec(Spec, abc.ABC):
         """Whether positions 0 .. num_positions-1 all exist for this encoding."""
         return self.max_positions is None or num_positions <= self.max_positions
 
-    def with_trained_length(self, trained_positions: int) -> "EncodingSpec":
+    def with_trained_length(self, trained_positions: int) -> EncodingSpec:
         """This spec with the parameters that default to the number of positions seen in
         training filled in (RoPE scaling's original_max_len); most encodings have none."""
         return self
 
-    def validate(self, model: "ModelConfig") -> None:
+    def validate(self, model: ModelConfig) -> None:
         """Raise `ConfigError` if this encoding cannot work with `model`."""
         if self.randomized and self.family in ("none", "contextual"):
             raise ConfigError(
@@ -130,5 +143,5 @@ class EncodingSpec(Spec, abc.ABC):
         require_at_least("encoding.max_position", self.max_position, 1)
 
     @abc.abstractmethod
-    def build(self, model: "ModelConfig", rngs: nnx.Rngs) -> PositionalEncoding:
+    def build(self, model: ModelConfig, rngs: nnx.Rngs) -> PositionalEncoding:
         """Create the encoding's module (and its parameters, if any)."""

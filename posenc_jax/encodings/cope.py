@@ -48,7 +48,10 @@ class ContextualPositions(PositionalEncoding):
         per_count = jnp.einsum("bqhd,dp->bhqp", q, self.table[layer][:, :rows])
         below = jnp.floor(counts)
         above_weight = counts - below
-        pick = lambda index: jnp.take_along_axis(per_count, index.astype(jnp.int32), axis=-1)
+
+        def pick(index):
+            return jnp.take_along_axis(per_count, index.astype(jnp.int32), axis=-1)
+
         interpolated = pick(jnp.ceil(counts)) * above_weight + pick(below) * (1 - above_weight)
         return (content + interpolated) / scale
 

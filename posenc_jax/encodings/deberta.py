@@ -34,9 +34,17 @@ from posenc_jax.errors import ConfigError, require_at_least
 
 
 class DisentangledAttention(PositionalEncoding):
-    def __init__(self, num_layers: int, d_model: int, num_heads: int, max_distance: int,
-                 content_to_position: bool, position_to_content: bool, position_limit: int | None,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        max_distance: int,
+        content_to_position: bool,
+        position_to_content: bool,
+        position_limit: int | None,
+        rngs: nnx.Rngs,
+    ):
         self.max_distance = max_distance
         self.position_limit = position_limit
         self.content_to_position = content_to_position
@@ -56,7 +64,8 @@ class DisentangledAttention(PositionalEncoding):
         # distance outside the span would pick a missing row and give NaN, never a wrong one.
         span = min(k_max, self.position_limit or k.shape[1])
         table = self.table[k_max - span : k_max + span]
-        # δ(i, j) = clip(i − j, −k, k − 1) + k, counted from the first kept row; relative_positions gives j − i.
+        # δ(i, j) = clip(i − j, −k, k − 1) + k, counted from the first kept row;
+        # relative_positions gives j − i.
         rows = jnp.clip(-relative_positions(q_positions, k_positions), -k_max, k_max - 1) + span
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
         if self.content_to_position:
@@ -64,7 +73,8 @@ class DisentangledAttention(PositionalEncoding):
             logits += pick_per_key(jnp.einsum("bqhd,rhd->bhqr", q, position_keys), rows)
         if self.position_to_content:
             position_queries = (
-                jnp.einsum("rm,mhd->rhd", table, self.query_projection[layer]) + self.query_bias[layer]
+                jnp.einsum("rm,mhd->rhd", table, self.query_projection[layer])
+                + self.query_bias[layer]
             )
             # Score every key against every position query, then pick, for key j and query i,
             # the row δ(i, j): the same gather with the roles of the two axes swapped.
@@ -91,5 +101,13 @@ class Deberta(EncodingSpec):
             )
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
-        return DisentangledAttention(model.num_layers, model.d_model, model.num_heads,
-                                     self.max_distance, self.c2p, self.p2c, self.max_positions, rngs)
+        return DisentangledAttention(
+            model.num_layers,
+            model.d_model,
+            model.num_heads,
+            self.max_distance,
+            self.c2p,
+            self.p2c,
+            self.max_positions,
+            rngs,
+        )

@@ -19,8 +19,9 @@ Dividing by the query position ("progressive interpolation") maps every query's 
 past it, the normaliser grows with the query position. An encoder gets the reference code's
 |c·(i − j)|, a symmetric bias.
 
-One FIRE MLP per layer. Parameters, stacked over layers: w1, b1 [num_layers, width], w2 [num_layers, width, heads], b2 [num_layers,
-heads], c and L_scale [num_layers]; w/b initialised like PyTorch's nn.Linear, U(±1/sqrt(fan_in)).
+One FIRE MLP per layer. Parameters, stacked over layers: w1, b1 [num_layers, width], w2 [num_layers,
+width, heads], b2 [num_layers, heads], c and L_scale [num_layers]; w/b initialised like PyTorch's
+nn.Linear, U(±1/sqrt(fan_in)).
 """
 
 from __future__ import annotations
@@ -43,13 +44,24 @@ def _torch_linear_init(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> j
 
 
 class FunctionalInterpolation(PositionalEncoding):
-    def __init__(self, num_layers: int, num_heads: int, width: int, init_c: float,
-                 init_threshold: float, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num_layers: int,
+        num_heads: int,
+        width: int,
+        init_c: float,
+        init_threshold: float,
+        rngs: nnx.Rngs,
+    ):
         self.init_threshold = init_threshold
         self.w1 = nnx.Param(_torch_linear_init(rngs.params(), (num_layers, width), fan_in=1))
         self.b1 = nnx.Param(_torch_linear_init(rngs.params(), (num_layers, width), fan_in=1))
-        self.w2 = nnx.Param(_torch_linear_init(rngs.params(), (num_layers, width, num_heads), fan_in=width))
-        self.b2 = nnx.Param(_torch_linear_init(rngs.params(), (num_layers, num_heads), fan_in=width))
+        self.w2 = nnx.Param(
+            _torch_linear_init(rngs.params(), (num_layers, width, num_heads), fan_in=width)
+        )
+        self.b2 = nnx.Param(
+            _torch_linear_init(rngs.params(), (num_layers, num_heads), fan_in=width)
+        )
         # An explicit dtype: jnp.full of a Python float is weakly typed, the optimizer's update
         # is not, and the changed type would recompile the training step once more.
         self.c = nnx.Param(jnp.full((num_layers,), init_c, jnp.float32))
@@ -57,13 +69,19 @@ class FunctionalInterpolation(PositionalEncoding):
 
     def logit_bias(self, q_positions, k_positions, layer):
         c = self.c[layer]
-        psi = lambda x: jnp.log(jnp.abs(c * x) + 1.0)
+
+        def psi(x):
+            return jnp.log(jnp.abs(c * x) + 1.0)
+
         threshold = jnp.abs(self.threshold_scale[layer] * self.init_threshold)
         query_position = q_positions.astype(jnp.float32)[:, :, None]  # [batch, q_len, 1]
         distance = -relative_positions(q_positions, k_positions).astype(jnp.float32)  # i − j
         normalised = psi(distance) / (psi(jnp.maximum(query_position, threshold)) + EPS)
         hidden = jax.nn.relu(normalised[..., None] * self.w1[layer] + self.b1[layer])
-        return jnp.einsum("bqku,uh->bhqk", hidden, self.w2[layer]) + self.b2[layer][None, :, None, None]
+        return (
+            jnp.einsum("bqku,uh->bhqk", hidden, self.w2[layer])
+            + self.b2[layer][None, :, None, None]
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,5 +98,6 @@ class Fire(EncodingSpec):
             raise ConfigError(f"encoding.init_threshold={self.init_threshold} must be positive.")
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
-        return FunctionalInterpolation(model.num_layers, model.num_heads, self.width, self.init_c,
-                                       self.init_threshold, rngs)
+        return FunctionalInterpolation(
+            model.num_layers, model.num_heads, self.width, self.init_c, self.init_threshold, rngs
+        )

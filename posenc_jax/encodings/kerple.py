@@ -47,7 +47,9 @@ class KernelizedBias(PositionalEncoding):
 
     def logit_bias(self, q_positions, k_positions, layer):
         r1, r2 = (p[layer][None, :, None, None] for p in self._clamped())  # [1, heads, 1, 1]
-        distance = jnp.abs(relative_positions(q_positions, k_positions)).astype(jnp.float32)[:, None]
+        distance = jnp.abs(relative_positions(q_positions, k_positions)).astype(jnp.float32)[
+            :, None
+        ]
         if self.variant == "log":
             return -r1 * jnp.log1p(r2 * distance)
         # |i−j|^r2 through exp/log, with distance 0 handled apart so the gradient stays finite.

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 from posenc_jax.encodings.base import relative_positions
 
 
-def clipped_offsets(q_positions: jax.Array, k_positions: jax.Array, low: int, high: int) -> jax.Array:
+def clipped_offsets(
+    q_positions: jax.Array, k_positions: jax.Array, low: int, high: int
+) -> jax.Array:
     """clip(j − i, low, high) − low: row indices in [0, high − low], [batch, q_len, k_len] int32."""
     return jnp.clip(relative_positions(q_positions, k_positions), low, high) - low
 
@@ -31,7 +33,8 @@ def pick_per_key(scores: jax.Array, rows: jax.Array) -> jax.Array:
 
 
 def sum_per_row(weights: jax.Array, rows: jax.Array, num_rows: int) -> jax.Array:
-    """The adjoint of `pick_per_key`: out[b, h, i, r] = Σ_j weights[b, h, i, j] · [rows[b, i, j] = r].
+    """The adjoint of `pick_per_key`:
+    out[b, h, i, r] = Σ_j weights[b, h, i, j] · [rows[b, i, j] = r].
 
     weights [batch, heads, q_len, k_len], rows in [0, num_rows) -> [batch, heads, q_len,
     num_rows]. Gathering rows is linear in the scores, and this is exactly its transpose (a

@@ -62,7 +62,8 @@ def apply_rope(
 
 
 def pair_values_to_dims(values: jax.Array, layout: str) -> jax.Array:
-    """Spread per-pair values [..., head_dim/2] onto both dimensions of each pair: [..., head_dim]."""
+    """Spread per-pair values [..., head_dim/2] onto both dimensions of each pair:
+    [..., head_dim]."""
     if layout == "interleaved":
         return jnp.repeat(values, 2, axis=-1)
     return jnp.concatenate([values, values], axis=-1)
@@ -78,11 +79,13 @@ def sequence_lengths(positions: jax.Array) -> jax.Array:
 class RotaryEncoding(PositionalEncoding):
     """RoPE with a context-extension rule; `Rope.rotate` is the one place that applies it."""
 
-    def __init__(self, spec: "Rope"):
+    def __init__(self, spec: Rope):
         self.spec = spec  # frozen, hence a static part of the module
 
     def rotate_qk(self, q, k, q_positions, k_positions):
-        return self.spec.rotate(q, q_positions, is_query=True), self.spec.rotate(k, k_positions, is_query=False)
+        return self.spec.rotate(q, q_positions, is_query=True), self.spec.rotate(
+            k, k_positions, is_query=False
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +110,8 @@ class Rope(EncodingSpec):
             raise ConfigError(
                 f"RoPE rotates pairs of dimensions, but the head dimension is odd: "
                 f"model.d_model={model.d_model} / model.num_heads={model.num_heads} = "
-                f"{model.head_dim}. Choose d_model and num_heads so that d_model / num_heads is even."
+                f"{model.head_dim}. Choose d_model and num_heads so that d_model / num_heads is "
+                "even."
             )
         if self.layout not in LAYOUTS:
             raise ConfigError(
@@ -122,15 +126,18 @@ class Rope(EncodingSpec):
                 f"head dimension of at least 4; it is {model.head_dim}."
             )
 
-    def with_trained_length(self, trained_positions: int) -> "Rope":
+    def with_trained_length(self, trained_positions: int) -> Rope:
         if self.original_max_len is not None:
             return self
         return dataclasses.replace(self, original_max_len=trained_positions)
 
     def frequencies(self, head_dim: int, positions: jax.Array) -> jax.Array:
-        """θ' for these positions [batch, seq]: [head_dim/2], or [batch, head_dim/2] (dynamic_ntk)."""
+        """θ' for these positions [batch, seq]: [head_dim/2], or [batch, head_dim/2]
+        (dynamic_ntk)."""
         length = sequence_lengths(positions) if self.scaling == "dynamic_ntk" else None
-        return rope_frequencies(head_dim, self.base, self.scaling, self.scale, self.original_max_len, length)
+        return rope_frequencies(
+            head_dim, self.base, self.scaling, self.scale, self.original_max_len, length
+        )
 
     def rotate(self, x: jax.Array, positions: jax.Array, is_query: bool) -> jax.Array:
         """x [batch, seq, heads, head_dim] rotated, times YaRN's attention factor under yarn.

@@ -1,4 +1,4 @@
-"""RoPE context extension: the rules that change RoPE's frequencies to reach past the trained length.
+"""RoPE context extension: rules that change RoPE's frequencies to reach past the trained length.
 
 Notation: d = head_dim, θ_i = base^(-2i/d) for i = 0 .. d/2-1 (RoFormer), s = `scale` (the
 factor new length / trained length), L = `original_max_len` (positions seen in training).
@@ -65,12 +65,14 @@ def rope_frequencies(
     if scaling == "ntk":
         return _ntk_base(base, scale, head_dim) ** -exponents
     if scaling == "dynamic_ntk":
+        assert original_max_len is not None  # check_scaling guarantees it
         if length is None:
             return theta
         length = jnp.asarray(length, jnp.float32)
         factor = jnp.maximum(scale * length / original_max_len - (scale - 1.0), 1.0)
         return _ntk_base(base, factor[..., None], head_dim) ** -exponents
     if scaling == "yarn":
+        assert original_max_len is not None  # check_scaling guarantees it
         turns = original_max_len * theta / (2 * math.pi)  # r_i = L / λ_i
         ramp = jnp.clip((turns - YARN_ALPHA) / (YARN_BETA - YARN_ALPHA), 0.0, 1.0)
         return (1.0 - ramp) * theta / scale + ramp * theta
@@ -85,7 +87,9 @@ def yarn_attention_factor(scale: float) -> float:
 def check_scaling(scaling: str, scale: float, original_max_len: int | None) -> str:
     """Raise ConfigError unless (scaling, scale, original_max_len) is a rule it can apply."""
     if scaling not in SCALINGS:
-        raise ConfigError(f"encoding.scaling={scaling!r} is unknown; valid choices are {list(SCALINGS)}.")
+        raise ConfigError(
+            f"encoding.scaling={scaling!r} is unknown; valid choices are {list(SCALINGS)}."
+        )
     require_at_least("encoding.scale", scale, 1.0)
     if scaling == "none" and scale != 1.0:
         raise ConfigError(

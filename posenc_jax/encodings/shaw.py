@@ -29,7 +29,9 @@ from posenc_jax.errors import require_at_least
 
 
 class ShawEncoding(PositionalEncoding):
-    def __init__(self, num_layers: int, head_dim: int, max_distance: int, values: bool, rngs: nnx.Rngs):
+    def __init__(
+        self, num_layers: int, head_dim: int, max_distance: int, values: bool, rngs: nnx.Rngs
+    ):
         self.max_distance = max_distance
         shape = (num_layers, 2 * max_distance + 1, head_dim)
         init = jax.nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", batch_axis=(0,))

@@ -10,7 +10,8 @@ bucket(r), exactly as in T5's reference code (Mesh TensorFlow / flaxformer):
   bucket 0 (the causal mask hides those anyway).
 - The first max_exact = buckets/2 distances get a bucket each (n < max_exact -> n).
 - Larger distances share logarithmically wider buckets:
-      max_exact + floor(log(n / max_exact + eps) / log(max_distance / max_exact) · (buckets − max_exact))
+      max_exact + floor(log(n / max_exact + eps) / log(max_distance / max_exact)
+                        · (buckets − max_exact))
   capped at buckets − 1, with eps = float32 machine epsilon as in the reference.
 
 Example (bidirectional, 32 buckets, max_distance 128): r = 0 -> 0, r = −7 -> 7, r = −16 -> 10,
@@ -51,8 +52,15 @@ def t5_relative_bucket(
 
 
 class T5Bias(PositionalEncoding):
-    def __init__(self, num_heads: int, causal: bool, num_buckets: int, max_distance: int,
-                 init_std: float, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num_heads: int,
+        causal: bool,
+        num_buckets: int,
+        max_distance: int,
+        init_std: float,
+        rngs: nnx.Rngs,
+    ):
         self.bidirectional = not causal
         self.num_buckets = num_buckets
         self.max_distance = max_distance
@@ -61,7 +69,9 @@ class T5Bias(PositionalEncoding):
 
     def logit_bias(self, q_positions: jax.Array, k_positions: jax.Array, layer: int) -> jax.Array:
         relative = relative_positions(q_positions, k_positions)
-        buckets = t5_relative_bucket(relative, self.bidirectional, self.num_buckets, self.max_distance)
+        buckets = t5_relative_bucket(
+            relative, self.bidirectional, self.num_buckets, self.max_distance
+        )
         return jnp.moveaxis(self.table[...][buckets], -1, 1)  # [batch, heads, q, k]
 
 
@@ -86,5 +96,6 @@ class T5(EncodingSpec):
             )
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
-        return T5Bias(model.num_heads, model.causal, self.num_buckets, self.max_distance,
-                      self.init_std, rngs)
+        return T5Bias(
+            model.num_heads, model.causal, self.num_buckets, self.max_distance, self.init_std, rngs
+        )

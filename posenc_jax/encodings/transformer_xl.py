@@ -17,7 +17,8 @@ Computation: rather than materialising R[i − j] for every pair ([q_len, k_len,
 the (b)+(d) term is expanded with sin(a − b) and cos(a − b) into a product of a per-query and a
 per-key feature. With c_i = W_{k,R}ᵀ(q_i + v) split into its sine half s and cosine half c:
 
-    c_i · R[p_i − p_j] = Σ_f (s_f sin a_f + c_f cos a_f) cos b_f + (c_f sin a_f − s_f cos a_f) sin b_f
+    c_i · R[p_i − p_j] = Σ_f (s_f sin a_f + c_f cos a_f) cos b_f
+                       + (c_f sin a_f − s_f cos a_f) sin b_f
     with a_f = p_i ω_f, b_f = p_j ω_f
 
 which is exact and costs one [q_len, k_len] product of width D per head.
@@ -43,18 +44,23 @@ class RelativeSinusoidAttention(PositionalEncoding):
         head_dim = d_model // num_heads
         self.content_bias = nnx.Param(init(rngs.params(), (num_heads, head_dim)))  # u
         self.position_bias = nnx.Param(init(rngs.params(), (num_heads, head_dim)))  # v
-        self.position_projection = nnx.Param(init(rngs.params(), (num_layers, d_model, num_heads, head_dim)))
+        self.position_projection = nnx.Param(
+            init(rngs.params(), (num_layers, d_model, num_heads, head_dim))
+        )
 
     def attention_logits(self, q, k, q_positions, k_positions, mask, layer):
         content = jnp.einsum("bqhd,bkhd->bhqk", q + self.content_bias[...], k)
-        projected = jnp.einsum("bqhd,mhd->bqhm", q + self.position_bias[...], self.position_projection[layer])
+        projected = jnp.einsum(
+            "bqhd,mhd->bqhm", q + self.position_bias[...], self.position_projection[layer]
+        )
         sine_part, cosine_part = jnp.split(projected.astype(jnp.float32), 2, axis=-1)
         frequencies = rope_frequencies(projected.shape[-1], self.base)
         q_angles = (q_positions[..., None].astype(jnp.float32) * frequencies)[:, :, None, :]
         k_angles = k_positions[..., None].astype(jnp.float32) * frequencies
         sin_a, cos_a = jnp.sin(q_angles), jnp.cos(q_angles)
         query_features = jnp.concatenate(
-            [sine_part * sin_a + cosine_part * cos_a, cosine_part * sin_a - sine_part * cos_a], axis=-1
+            [sine_part * sin_a + cosine_part * cos_a, cosine_part * sin_a - sine_part * cos_a],
+            axis=-1,
         )
         key_features = jnp.concatenate([jnp.cos(k_angles), jnp.sin(k_angles)], axis=-1)
         position = jnp.einsum("bqhm,bkm->bhqk", query_features, key_features).astype(q.dtype)
@@ -77,4 +83,6 @@ class TransformerXL(EncodingSpec):
             raise ConfigError(f"encoding.base={self.base} must be greater than 1.")
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
-        return RelativeSinusoidAttention(model.num_layers, model.d_model, model.num_heads, self.base, rngs)
+        return RelativeSinusoidAttention(
+            model.num_layers, model.d_model, model.num_heads, self.base, rngs
+        )

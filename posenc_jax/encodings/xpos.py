@@ -33,11 +33,16 @@ from posenc_jax.encodings.rope import Rope, pair_values_to_dims
 
 def xpos_zeta(head_dim: int, gamma: float = 0.4) -> jax.Array:
     """ζ_i = (2i + γ·d) / ((1 + γ)·d): [head_dim // 2] float32."""
-    return (jnp.arange(0, head_dim, 2, dtype=jnp.float32) + gamma * head_dim) / ((1 + gamma) * head_dim)
+    return (jnp.arange(0, head_dim, 2, dtype=jnp.float32) + gamma * head_dim) / (
+        (1 + gamma) * head_dim
+    )
 
 
-def xpos_scale(positions: jax.Array, head_dim: int, scale_base: float, gamma: float, is_query: bool) -> jax.Array:
-    """ζ^(+position/scale_base) for queries, ζ^(−position/scale_base) for keys: [batch, seq, head_dim/2]."""
+def xpos_scale(
+    positions: jax.Array, head_dim: int, scale_base: float, gamma: float, is_query: bool
+) -> jax.Array:
+    """ζ^(+position/scale_base) for queries, ζ^(−position/scale_base) for keys:
+    [batch, seq, head_dim/2]."""
     exponent = positions[..., None].astype(jnp.float32) / scale_base
     return xpos_zeta(head_dim, gamma) ** (exponent if is_query else -exponent)
 

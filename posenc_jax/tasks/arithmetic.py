@@ -15,10 +15,10 @@ Encoding on Length Generalization in Transformers").
                             `digit_order=msd` (most significant first) 47+385 -> 432 $;
                             `digit_order=lsd` (least significant first) 74+583 -> 234 $.
 
-For the binary operations, an input of length n splits as in the reference: the first operand has a length uniform on
-[1, n − 2], the second the rest; each operand is uniform on [1, 2^len − 1] (leading zeros
-allowed, value never 0). As in the reference, answer slots after the terminator are padding
-and not scored. Shortest input: 3 (two one-bit operands and the operator).
+For the binary operations, an input of length n splits as in the reference: the first operand has a
+length uniform on [1, n − 2], the second the rest; each operand is uniform on [1, 2^len − 1]
+(leading zeros allowed, value never 0). As in the reference, answer slots after the terminator are
+padding and not scored. Shortest input: 3 (two one-bit operands and the operator).
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.errors import ConfigError
-from posenc_jax.tasks.base import TaskSpec, TerminatedTask, gather_columns, reversed_prefix, uniform_tokens
+from posenc_jax.tasks.base import (
+    TaskSpec,
+    TerminatedTask,
+    gather_columns,
+    reversed_prefix,
+    uniform_tokens,
+)
 
 OPERATOR = 2  # the `+` or `*` between the operands
 _DRAWS = 16  # candidate bit strings per operand, for a nonzero value (see `_operands`)
@@ -45,32 +51,45 @@ def _nonzero_bits(key: jax.Array, lengths: jax.Array, max_len: int) -> jax.Array
     batch = lengths.shape[0]
     index = jnp.arange(max_len)[None, :]
     inside = index < lengths[:, None]
-    draws = jnp.stack([uniform_tokens(jax.random.fold_in(key, r), batch, max_len, 2)
-                       for r in range(_DRAWS)], axis=1) * inside[:, None]  # [B, draws, max_len]
+    draws = (
+        jnp.stack(
+            [uniform_tokens(jax.random.fold_in(key, r), batch, max_len, 2) for r in range(_DRAWS)],
+            axis=1,
+        )
+        * inside[:, None]
+    )  # [B, draws, max_len]
     found = draws.any(axis=2)
     chosen = jnp.take_along_axis(draws, jnp.argmax(found, axis=1)[:, None, None], axis=1)[:, 0]
     return jnp.where(found.any(axis=1)[:, None], chosen, (index == 0).astype(chosen.dtype))
 
 
 def _operands(key: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Operand lengths as in the reference: the first uniform on [1, n − 2], the second n − 1 − it."""
+    """Operand lengths as in the reference: the first uniform on [1, n − 2], the second
+    n − 1 − it."""
     first_len = jax.random.randint(key, lengths.shape, 1, lengths - 1)
     return first_len, lengths - 1 - first_len
 
 
-def _expression(a: jax.Array, b: jax.Array, first_len: jax.Array, operator: int = OPERATOR) -> jax.Array:
+def _expression(
+    a: jax.Array, b: jax.Array, first_len: jax.Array, operator: int = OPERATOR
+) -> jax.Array:
     """a, the operator, b laid out in one row: [B, max_len]."""
     index = jnp.arange(a.shape[1])[None, :]
     start = first_len[:, None] + 1
     b_here = gather_columns(b, index - start)
-    return jnp.where(index < first_len[:, None], a, jnp.where(index == first_len[:, None], operator, b_here))
+    return jnp.where(
+        index < first_len[:, None], a, jnp.where(index == first_len[:, None], operator, b_here)
+    )
 
 
 def _propagate_carries(columns: jax.Array, base: int = 2) -> jax.Array:
-    """Little-endian digits of Σ_k columns[k]·base^k for nonnegative integer columns [B, W] -> [B, W]."""
+    """Little-endian digits of Σ_k columns[k]·base^k, for nonnegative integer columns:
+    [B, W] -> [B, W]."""
+
     def step(carry, column):
         total = column + carry
         return total // base, total % base
+
     _, digits = jax.lax.scan(step, jnp.zeros_like(columns[:, 0]), columns.T)
     return digits.T
 
@@ -174,9 +193,11 @@ def _greater(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def _subtract(a: jax.Array, b: jax.Array) -> jax.Array:
     """a − b for little-endian bit rows with a >= b, rippling the borrow from the low end."""
+
     def step(borrow, bits):
         difference = bits[0] - bits[1] - borrow
         return (difference < 0).astype(difference.dtype), difference % 2
+
     _, out = jax.lax.scan(step, jnp.zeros_like(a[:, 0]), jnp.stack([a.T, b.T], axis=1))
     return out.T
 
@@ -206,7 +227,8 @@ class Addition(TerminatedTask):
         super().validate()
         if self.digit_order not in DIGIT_ORDERS:
             raise ConfigError(
-                f"task.digit_order={self.digit_order!r} is unknown; valid choices are {list(DIGIT_ORDERS)}."
+                f"task.digit_order={self.digit_order!r} is unknown; valid choices are "
+                f"{list(DIGIT_ORDERS)}."
             )
 
     def generate(self, key, lengths, max_len):
@@ -220,6 +242,8 @@ class Addition(TerminatedTask):
         total = _propagate_carries(jnp.pad(a + b, ((0, 0), (0, 1))), base=10)
         digits = jnp.maximum(_significant_length(total), 1)  # 0 is written "0"
         if self.digit_order == "msd":
-            a, b, total = (reversed_prefix(x, n) for x, n in ((a, first_len), (b, second_len), (total, digits)))
+            a, b, total = (
+                reversed_prefix(x, n) for x, n in ((a, first_len), (b, second_len), (total, digits))
+            )
         content = _expression(a, b, first_len, operator=10)
         return content, self.terminated(total, digits, self.answer_len(max_len))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,10 +53,11 @@ class TaskSpec(Spec, abc.ABC):
 
     # Class-level facts about a task (not user parameters). A task whose alphabet is a
     # parameter declares `vocab_size` as a dataclass field instead.
-    min_len = 1  # the shortest input the rule is defined for
-    max_len = None  # the longest input the task can generate (None: any)
-    kind = "sequence"  # "classification" (one answer) or "sequence" (per-token answers)
-    vocab_size = 16  # input tokens are 0 .. vocab_size-1
+    min_len: ClassVar[int] = 1  # the shortest input the rule is defined for
+    max_len: ClassVar[int | None] = None  # the longest input the task can generate (None: any)
+    # "classification" (one answer) or "sequence" (per-token answers)
+    kind: ClassVar[str] = "sequence"
+    vocab_size: ClassVar[int] = 16  # input tokens are 0 .. vocab_size-1
 
     @property
     def num_outputs(self) -> int:
@@ -77,7 +78,9 @@ class TaskSpec(Spec, abc.ABC):
         return n + self.answer_len(n)
 
     @abc.abstractmethod
-    def generate(self, key: jax.Array, lengths: jax.Array, max_len: int) -> tuple[jax.Array, jax.Array]:
+    def generate(
+        self, key: jax.Array, lengths: jax.Array, max_len: int
+    ) -> tuple[jax.Array, jax.Array]:
         """Draw examples: lengths [B] -> content [B, max_len] in [0, vocab_size) and answers
         [B, answer_len(max_len)] in [0, num_outputs). Entries past an example's length are
         ignored."""
@@ -94,7 +97,9 @@ class TaskSpec(Spec, abc.ABC):
     def sample(self, key: jax.Array, lengths: jax.Array, max_len: int, causal: bool) -> Batch:
         """A batch of examples with the given input lengths, padded to `max_len` (static)."""
         content, answers = self.generate(key, lengths, max_len)
-        return layout(content, answers, lengths, self.answer_len(lengths), causal, self.scored(answers))
+        return layout(
+            content, answers, lengths, self.answer_len(lengths), causal, self.scored(answers)
+        )
 
     def validate(self) -> None:
         if not self.min_len <= self.train_min_len <= self.train_max_len:
@@ -110,7 +115,7 @@ class ClassificationTask(TaskSpec, abc.ABC):
     """A task with one answer per example: a class in [0, num_classes)."""
 
     kind = "classification"
-    num_classes = 2
+    num_classes: ClassVar[int] = 2
 
     @property
     def num_outputs(self) -> int:
@@ -125,18 +130,22 @@ class TerminatedTask(TaskSpec, abc.ABC):
     fixed number of answer slots; the slots after the terminator are padding and not scored
     (Delétang et al.'s accuracy mask)."""
 
-    terminator = 2
+    terminator: ClassVar[int] = 2
 
     def scored(self, answers):
         terminator_at = jnp.argmax(answers == self.terminator, axis=1)[:, None]
         return jnp.arange(answers.shape[1])[None, :] <= terminator_at
 
-    def terminated(self, values: jax.Array, result_lengths: jax.Array, num_answers: int) -> jax.Array:
+    def terminated(
+        self, values: jax.Array, result_lengths: jax.Array, num_answers: int
+    ) -> jax.Array:
         """values[:, :result_length], the terminator, then 0s: [B, num_answers] int32."""
         slot = jnp.arange(num_answers)[None, :]
         body = gather_columns(values, slot)
         ends = result_lengths[:, None]
-        return jnp.where(slot < ends, body, jnp.where(slot == ends, self.terminator, 0)).astype(jnp.int32)
+        return jnp.where(slot < ends, body, jnp.where(slot == ends, self.terminator, 0)).astype(
+            jnp.int32
+        )
 
 
 def gather_columns(values: jax.Array, index: jax.Array) -> jax.Array:
@@ -160,19 +169,29 @@ def column_uniform(key: jax.Array, batch: int, max_len: int) -> jax.Array:
     Column i comes from fold_in(key, i), so the first n columns do not depend on max_len: an
     example of length n is the same whatever bucket evaluation pads it into.
     """
-    draw = lambda i: jax.random.uniform(jax.random.fold_in(key, i), (batch,))
+
+    def draw(i):
+        return jax.random.uniform(jax.random.fold_in(key, i), (batch,))
+
     return jax.vmap(draw, out_axes=1)(jnp.arange(max_len))
 
 
 def uniform_tokens(key: jax.Array, batch: int, max_len: int, vocab_size: int) -> jax.Array:
     """[batch, max_len] int32 tokens uniform on [0, vocab_size), drawn column by column like
     `column_uniform`, so they do not depend on max_len either."""
-    draw = lambda i: jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, vocab_size)
+
+    def draw(i):
+        return jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, vocab_size)
+
     return jax.vmap(draw, out_axes=1)(jnp.arange(max_len)).astype(jnp.int32)
 
 
 def layout(
-    content: jax.Array, answers: jax.Array, lengths: jax.Array, answer_lengths: jax.Array, causal: bool,
+    content: jax.Array,
+    answers: jax.Array,
+    lengths: jax.Array,
+    answer_lengths: jax.Array,
+    causal: bool,
     scored: jax.Array | None = None,
 ) -> Batch:
     """Place content [B, N] and answers [B, M] into the shared [B, N + M] layout (see module doc).
@@ -193,7 +212,9 @@ def layout(
         answer_inputs = jnp.where(answer_index == 0, ANSWER_ID, previous + NUM_SPECIAL)
     else:
         answer_inputs = jnp.full_like(targets, ANSWER_ID)
-    inputs = jnp.where(is_content, content_ids + NUM_SPECIAL, jnp.where(is_answer, answer_inputs, PAD_ID))
+    inputs = jnp.where(
+        is_content, content_ids + NUM_SPECIAL, jnp.where(is_answer, answer_inputs, PAD_ID)
+    )
     token_mask = is_content | is_answer
     target_mask = is_answer
     if scored is not None:

@@ -11,8 +11,8 @@ Table 1), as in google-deepmind/neural_networks_chomsky_hierarchy, with jittable
     solve_equation:      the same with one residue replaced by x, then = and the value;
                          answer x.  ((2−x)+(−4)) = 0 -> 3
 
-For stack_manipulation, an input of length n >= 2 holds a stack of length uniform on [1, n − 1] and n − that many
-actions, as in the reference; an input of length 1 is a one-bit stack.
+For stack_manipulation, an input of length n >= 2 holds a stack of length uniform on [1, n − 1] and
+n − that many actions, as in the reference; an input of length 1 is a one-bit stack.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class StackManipulation(TerminatedTask):
     def generate(self, key, lengths, max_len):
         batch = lengths.shape[0]
         split_key, bit_key, action_key = jax.random.split(key, 3)
-        stack_len = jax.random.randint(split_key, (batch,), 1, jnp.maximum(lengths, 2))  # [1, n − 1]
+        stack_len = jax.random.randint(
+            split_key, (batch,), 1, jnp.maximum(lengths, 2)
+        )  # [1, n − 1]
         index = jnp.arange(max_len)[None, :]
         bits = uniform_tokens(bit_key, batch, max_len, 2)
         actions = POP + uniform_tokens(action_key, batch, max_len, 3)
@@ -49,10 +51,13 @@ class StackManipulation(TerminatedTask):
         return content, self.terminated(top_first, size, self.answer_len(max_len))
 
 
-def run_stack(content: jax.Array, stack_len: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+def run_stack(
+    content: jax.Array, stack_len: jax.Array, lengths: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Push the first stack_len tokens, then apply the actions up to the length.
 
-    -> the stack bottom first [B, max_len] (entries at and above `size` are stale) and its size [B]."""
+    -> the stack bottom first [B, max_len] (entries at and above `size` are stale) and its
+    size [B]."""
     batch, max_len = content.shape
     slots = jnp.arange(max_len)[None, :]
 
@@ -113,7 +118,9 @@ def bracket_expressions(key, lengths, max_len, modulus, multiplication):
         item = jnp.take_along_axis(stack, jnp.maximum(size - 1, 0)[:, None], axis=1)[:, 0]
         length = jnp.where(item < 0, -item, 0)  # 0 for a token
         left = jax.random.randint(split_key, (batch,), 1, jnp.maximum(length - 3, 2))  # [1, L − 4]
-        token = jnp.where(item >= 0, item, jnp.where(length == 1, digit, jnp.where(length == 2, minus, open_)))
+        token = jnp.where(
+            item >= 0, item, jnp.where(length == 1, digit, jnp.where(length == 2, minus, open_))
+        )
         # The rest, in push order:  L=2: d   L=3: ) d   L=4: ) d −   L>=5: ) E(L−3−l) op E(l)
         count = jnp.where(length >= 5, 4, jnp.maximum(length - 1, 0))
         parts = (
@@ -157,7 +164,11 @@ def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> ja
         token = tokens[:, t]
         active = t < lengths
         is_digit = active & (token < modulus)
-        unary = active & (token == minus) & ((previous == -1) | (previous == open_) | ((previous >= plus) & (previous <= times)))
+        unary = (
+            active
+            & (token == minus)
+            & ((previous == -1) | (previous == open_) | ((previous >= plus) & (previous <= times)))
+        )
         is_op = active & (token >= plus) & (token <= times) & ~unary
         opens = active & (token == open_)
         closes = active & (token == close)
@@ -165,7 +176,10 @@ def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> ja
         op = top(marks, n_marks)
         applies = closes & (op != open_)
         right, left = top(values, n_values), top(values, n_values, 1)
-        combined = jnp.where(op == plus, left + right, jnp.where(op == minus, left - right, left * right)) % modulus
+        combined = (
+            jnp.where(op == plus, left + right, jnp.where(op == minus, left - right, left * right))
+            % modulus
+        )
         values = put(values, n_values - 2, combined, applies)
         n_values = n_values - applies
         n_marks = n_marks - applies  # the operator
@@ -182,7 +196,14 @@ def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> ja
 
     zeros = jnp.zeros((batch, max_len + 1), jnp.int32)
     counts = jnp.zeros((batch,), jnp.int32)
-    start = (zeros, counts, zeros, counts, jnp.zeros((batch,), bool), jnp.full((batch,), -1, jnp.int32))
+    start = (
+        zeros,
+        counts,
+        zeros,
+        counts,
+        jnp.zeros((batch,), bool),
+        jnp.full((batch,), -1, jnp.int32),
+    )
     (values, n_values, *_), _ = jax.lax.scan(step, start, jnp.arange(max_len))
     return top(values, n_values).astype(jnp.int32)
 
@@ -217,5 +238,9 @@ class SolveEquation(ModularTask):
         hidden = jnp.argmin(distance, axis=1)[:, None]
         unknown, equals = self.modulus + 5, self.modulus + 6
         content = jnp.where(index == hidden, unknown, expression)
-        content = jnp.where(index == size[:, None], equals, jnp.where(index == size[:, None] + 1, value[:, None], content))
+        content = jnp.where(
+            index == size[:, None],
+            equals,
+            jnp.where(index == size[:, None] + 1, value[:, None], content),
+        )
         return content.astype(jnp.int32), jnp.take_along_axis(expression, hidden, axis=1)

@@ -110,7 +110,9 @@ class ModularArithmetic(ModularTask):
         return content, evaluate_modular(residues, operators, lengths, self.modulus)[:, None]
 
 
-def evaluate_modular(residues: jax.Array, operators: jax.Array, lengths: jax.Array, modulus: int) -> jax.Array:
+def evaluate_modular(
+    residues: jax.Array, operators: jax.Array, lengths: jax.Array, modulus: int
+) -> jax.Array:
     """Value mod `modulus` of r0 o1 r2 o3 r4 … (residues at even, operators at odd slots).
 
     Left to right, keeping (sum of finished terms, current product): * multiplies the product;
@@ -126,8 +128,10 @@ def evaluate_modular(residues: jax.Array, operators: jax.Array, lengths: jax.Arr
         new_total = jnp.where(multiply, total, total + product)
         new_product = jnp.where(multiply, product * residue, sign * residue)
         active = k < terms
-        return (jnp.where(active, new_total, total) % modulus,
-                jnp.where(active, new_product, product) % modulus), None
+        return (
+            jnp.where(active, new_total, total) % modulus,
+            jnp.where(active, new_product, product) % modulus,
+        ), None
 
     first = residues[:, 0]
     # k runs over the residue slots 2k <= max_len - 1, so every read is in range.

@@ -7,10 +7,10 @@
     count:               tokens, then a query token; answer how often it occurs, in decimal.
     index_lookup:        tokens, a separator, then an index in decimal; answer that token.
 
-associative_recall: an input of length n holds ⌊(n − 1)/2⌋ pairs and the query key; an even n
-starts with a filler token. Keys come from num_keys symbols, values from num_values other symbols, so an input can
-hold at most num_keys pairs: inputs longer than 2·num_keys + 2 tokens do not exist, and the
-settings refuse such lengths.
+associative_recall: an input of length n holds ⌊(n − 1)/2⌋ pairs and the query key; an even n starts
+with a filler token. Keys come from num_keys symbols, values from num_values other symbols, so an
+input can hold at most num_keys pairs: inputs longer than 2·num_keys + 2 tokens do not exist, and
+the settings refuse such lengths.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ class AssociativeRecall(ClassificationTask):
         order_key, value_key, query_key = jax.random.split(key, 3)
         pairs = (lengths - 1) // 2
         # A random order of all keys per example; pair j uses the j-th key, so keys are distinct.
-        keys = jnp.argsort(jax.random.uniform(order_key, (batch, self.num_keys)), axis=1).astype(jnp.int32)
+        keys = jnp.argsort(jax.random.uniform(order_key, (batch, self.num_keys)), axis=1).astype(
+            jnp.int32
+        )
         values = uniform_tokens(value_key, batch, max_len, self.num_values)  # pair j: column j
         query = jax.random.randint(query_key, (batch,), 0, pairs)  # which pair is asked for
         offset = (lengths % 2 == 0).astype(jnp.int32)[:, None]  # the filler of even lengths
@@ -73,7 +75,9 @@ class AssociativeRecall(ClassificationTask):
 
 def decimal_width(n):
     """Digits of n in base 10 (n >= 1), for an int or an int array (up to 10^9)."""
-    return 1 + sum((n >= 10**k) * 1 for k in range(1, 10)) if isinstance(n, jax.Array) else len(str(n))
+    return (
+        1 + sum((n >= 10**k) * 1 for k in range(1, 10)) if isinstance(n, jax.Array) else len(str(n))
+    )
 
 
 def decimal_digits(values: jax.Array, width) -> jax.Array:
@@ -83,7 +87,9 @@ def decimal_digits(values: jax.Array, width) -> jax.Array:
     place = jnp.arange(max_width)[None, :]
     exponent = jnp.asarray(width)[..., None] - 1 - place  # digit j of a width-w number
     power = jnp.where(exponent >= 0, 10 ** jnp.maximum(exponent, 0), 0)
-    return jnp.where(exponent >= 0, (values[:, None] // jnp.maximum(power, 1)) % 10, 0).astype(jnp.int32)
+    return jnp.where(exponent >= 0, (values[:, None] // jnp.maximum(power, 1)) % 10, 0).astype(
+        jnp.int32
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +122,6 @@ class Count(TaskSpec):
         content = jnp.where(index == lengths[:, None] - 1, query, tokens)
         answers = decimal_digits(count, decimal_width(lengths - 1))[:, : self.answer_len(max_len)]
         return content, answers
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,5 +159,7 @@ class IndexLookup(ClassificationTask):
         slot = jnp.arange(max_len)[None, :]
         digit_here = gather_columns(digits, slot - stored - 1)
         separator = self.num_symbols
-        content = jnp.where(slot < stored, tokens, jnp.where(slot == stored, separator, separator + 1 + digit_here))
+        content = jnp.where(
+            slot < stored, tokens, jnp.where(slot == stored, separator, separator + 1 + digit_here)
+        )
         return content, jnp.take_along_axis(tokens, asked, axis=1)
