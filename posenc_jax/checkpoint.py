@@ -17,7 +17,7 @@ from flax import nnx
 
 from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
-from posenc_jax.train import build_model
+from posenc_jax.model import build_model
 
 CHECKPOINT_DIR = "checkpoint"
 

@@ -25,10 +25,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_jax.compilation import enable_persistent_cache
-from posenc_jax.config import ModelConfig, settings_from_dict
+from posenc_jax.config import settings_from_dict
 from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import inspect_encoding
+from posenc_jax.model_config import ModelConfig
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 from posenc_jax.spec import construct

@@ -12,40 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from posenc_jax.encodings import EncodingSpec, make_encoding
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, require_positive
+from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import construct
 from posenc_jax.tasks import TaskSpec, make_task
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The tiny Transformer. `head_dim = d_model // num_heads`."""
-
-    d_model: int = 64
-    num_heads: int = 4
-    num_layers: int = 2
-    mlp_ratio: int = 4
-    causal: bool = False
-    norm: str = "pre"  # "pre" (GPT-2 style) or "post" (Vaswani et al. 2017)
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.num_heads
-
-    def validate(self) -> None:
-        for key in ("d_model", "num_heads", "num_layers", "mlp_ratio"):
-            _require_positive(f"model.{key}", getattr(self, key))
-        if self.d_model % self.num_heads:
-            raise ConfigError(
-                f"model.d_model={self.d_model} is not divisible by "
-                f"model.num_heads={self.num_heads}; "
-                f"each head needs d_model / num_heads dimensions. Valid head counts for this "
-                f"d_model are {_divisors(self.d_model)}."
-            )
-        if self.norm not in ("pre", "post"):
-            raise ConfigError(
-                f"model.norm={self.norm!r} is unknown; valid choices are 'pre' and 'post'."
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +31,7 @@ class OptimConfig:
     grad_clip: float = 1.0
 
     def validate(self, total_steps: int) -> None:
-        _require_positive("optim.learning_rate", self.learning_rate)
+        require_positive("optim.learning_rate", self.learning_rate)
         if not 0 <= self.warmup_steps <= total_steps:
             raise ConfigError(
                 f"optim.warmup_steps={self.warmup_steps} must lie in [0, "
@@ -82,7 +52,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "steps_per_dispatch"):
-            _require_positive(f"train.{key}", getattr(self, key))
+            require_positive(f"train.{key}", getattr(self, key))
         if self.log_every % self.steps_per_dispatch:
             raise ConfigError(
                 f"train.log_every={self.log_every} is not a multiple of train.steps_per_dispatch="
@@ -105,7 +75,7 @@ class EvalConfig:
     save_attention: bool = False
 
     def validate(self) -> None:
-        _require_positive("eval.examples_per_length", self.examples_per_length)
+        require_positive("eval.examples_per_length", self.examples_per_length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,12 +192,3 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     )
     settings.validate()
     return settings
-
-
-def _require_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name}={value!r} must be positive.")
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]

@@ -13,3 +13,9 @@ def require_at_least(name: str, value: int | float, minimum: int | float) -> Non
     """Raise ConfigError("name=value must be at least minimum.") unless value >= minimum."""
     if not value >= minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}.")
+
+
+def require_positive(name: str, value: int | float) -> None:
+    """Raise ConfigError("name=value must be positive.") unless value > 0."""
+    if not value > 0:
+        raise ConfigError(f"{name}={value!r} must be positive.")

@@ -26,15 +26,84 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from posenc_jax.config import ModelConfig
-from posenc_jax.encodings import SCALINGS, EncodingSpec, Rope
+from posenc_jax.encodings import REGISTRY as ENCODINGS
+from posenc_jax.encodings import (
+    SCALINGS,
+    EncodingSpec,
+    PositionalEncoding,
+    Rope,
+    available,
+    make_encoding,
+)
 from posenc_jax.errors import ConfigError, require_at_least
+from posenc_jax.model import attention_scores
+from posenc_jax.model_config import ModelConfig
 from posenc_jax.report import plt
+
+# Layers of the model that `build_encoding` builds an encoding for by default.
+LAYERS_ALONE = 2
+
+
+def build_encoding(
+    name: str,
+    *,
+    num_heads: int = 2,
+    d_model: int | None = None,
+    num_layers: int = LAYERS_ALONE,
+    causal: bool = False,
+    seed: int = 0,
+    **params: Any,
+) -> PositionalEncoding:
+    """Encoding `name` on its own (no Transformer), with `params` and parameters initialised from
+    `seed`, built for a model of `num_heads` heads (d_model defaults to 2 per head), `num_layers`
+    layers and the given mask. Raises ConfigError for an unknown name, parameter or bad value."""
+    spec = make_encoding({"name": name, **params})
+    model = ModelConfig(
+        d_model=d_model or 2 * num_heads, num_heads=num_heads, num_layers=num_layers, causal=causal
+    )
+    model.validate()
+    spec.validate(model)
+    return spec.build(model, nnx.Rngs(seed))
+
+
+def attention_bias(
+    name: str,
+    q_len: int,
+    k_len: int,
+    num_heads: int,
+    causal: bool = False,
+    seed: int = 0,
+    layer: int = 0,
+    **params: Any,
+) -> jax.Array:
+    """The content-independent logit bias of encoding `name`: [num_heads, q_len, k_len].
+
+    Queries sit at positions 0..q_len-1 and keys at 0..k_len-1. A learned bias (t5, kerple,
+    fire) is shown at its initialisation from `seed`; per-layer ones (kerple, fire) for `layer`
+    of a model with LAYERS_ALONE layers. Raises ConfigError for an encoding that declares no
+    such bias (`EncodingSpec.adds_logit_bias`), or a layer out of range.
+    """
+    if not 0 <= layer < LAYERS_ALONE:
+        raise ConfigError(
+            f"layer={layer} is out of range; attention_bias shows layers 0..{LAYERS_ALONE - 1}."
+        )
+    module = build_encoding(name, num_heads=num_heads, causal=causal, seed=seed, **params)
+    if not ENCODINGS[name].adds_logit_bias:
+        with_bias = [n for n in available() if ENCODINGS[n].adds_logit_bias]
+        raise ConfigError(
+            f"Encoding {name!r} adds no content-independent bias to the attention logits, so it "
+            f"has no attention_bias; the encodings that do are {with_bias}."
+        )
+    bias = module.logit_bias(jnp.arange(q_len)[None, :], jnp.arange(k_len)[None, :], layer)
+    assert bias is not None  # declared by adds_logit_bias, and tested for every encoding
+    return bias[0]
 
 
 def position_similarity(
@@ -56,12 +125,8 @@ def position_similarity(
     mask = jnp.ones((1, 1, length, length), bool)
     if model.causal:
         mask = mask & jnp.tril(jnp.ones((length, length), bool))
-    q, k = module.rotate_qk(content, content, positions, positions)
-    logits = module.attention_logits(q, k, positions, positions, mask, 0)
-    bias = module.logit_bias(positions, positions, 0)
-    if bias is not None:
-        logits = logits + bias
-    logits = np.asarray(jnp.where(mask, logits, jnp.nan)[0])
+    scores = attention_scores(module, content, content, positions, positions, mask, layer=0)
+    logits = np.asarray(jnp.where(mask, scores, jnp.nan)[0])
     same = all(np.allclose(logits[0], head, equal_nan=True) for head in logits[1:])
     return logits[:1] if same else logits
 
@@ -90,8 +155,7 @@ def inspect_encoding(
     require_at_least("trained_len", trained_len, 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rotary = isinstance(spec, Rope)
-    if rotary:
+    if isinstance(spec, Rope):
         spec = spec.with_trained_length(trained_len)
     spec.validate(model)
     similarity = position_similarity(spec, model, length, seed)
@@ -106,7 +170,7 @@ def inspect_encoding(
         "mean S[i, i+r]: "
         + ", ".join(f"r={r}: {mean_at_distance(similarity, r):.4g}" for r in distances),
     ]
-    if rotary:
+    if isinstance(spec, Rope):
         lines += _rotary_pictures(spec, model, length, trained_len, out_dir)
     summary = "\n".join(lines)
     (out_dir / "summary.txt").write_text(summary + "\n")

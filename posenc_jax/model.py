@@ -17,10 +17,35 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.config import ModelConfig
+from posenc_jax.config import Settings
 from posenc_jax.encodings import EncodingSpec, PositionalEncoding
+from posenc_jax.model_config import ModelConfig
 
-_MASKED = -1e9  # finite, so a row with every key masked gives a uniform softmax, not NaN
+MASKED = -1e9  # finite, so a row with every key masked gives a uniform softmax, not NaN
+
+
+def attention_scores(
+    encoding: PositionalEncoding,
+    q: jax.Array,
+    k: jax.Array,
+    q_positions: jax.Array,
+    k_positions: jax.Array,
+    mask: jax.Array,
+    layer: int,
+) -> jax.Array:
+    """The masked attention logits of one layer, through every hook that shapes them:
+    rotate_qk -> attention_logits -> + logit_bias -> mask (masked entries are MASKED).
+
+    The one path from queries and keys to scores, used by the model and by `posenc-inspect`, so
+    a picture shows exactly what attention computes. q, k [B, T, heads, head_dim]; positions
+    [B, T] int; mask [B, 1, q_len, k_len] bool -> [B, heads, q_len, k_len].
+    """
+    q, k = encoding.rotate_qk(q, k, q_positions, k_positions)
+    logits = encoding.attention_logits(q, k, q_positions, k_positions, mask, layer)
+    bias = encoding.logit_bias(q_positions, k_positions, layer)
+    if bias is not None:
+        logits = logits + bias
+    return jnp.where(mask, logits, MASKED)
 
 
 class Attention(nnx.Module):
@@ -44,12 +69,7 @@ class Attention(nnx.Module):
         q, k, v = jnp.split(
             self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2
         )
-        q, k = encoding.rotate_qk(q, k, positions, positions)
-        logits = encoding.attention_logits(q, k, positions, positions, mask, self.layer)
-        bias = encoding.logit_bias(positions, positions, self.layer)
-        if bias is not None:
-            logits = logits + bias
-        logits = jnp.where(mask, logits, _MASKED)
+        logits = attention_scores(encoding, q, k, positions, positions, mask, self.layer)
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
         mixed = encoding.attention_output(weights, v, positions, positions, self.layer)
         return self.out(mixed.reshape(batch, length, -1)), weights
@@ -137,3 +157,14 @@ class Transformer(nnx.Module):
         if self.final_norm is not None:
             x = self.final_norm(x)
         return self.head(x), weights
+
+
+def build_model(settings: Settings, key: jax.Array) -> Transformer:
+    """The run's model, with parameters initialised from `key`."""
+    return Transformer(
+        settings.model,
+        settings.encoding,
+        input_vocab_size=settings.task.input_vocab_size,
+        num_outputs=settings.task.num_outputs,
+        rngs=nnx.Rngs(params=key),
+    )

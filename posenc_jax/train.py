@@ -24,7 +24,7 @@ from flax import nnx
 
 from posenc_jax import metrics
 from posenc_jax.config import OptimConfig, Settings
-from posenc_jax.model import Transformer
+from posenc_jax.model import build_model
 from posenc_jax.positions import position_scheme
 from posenc_jax.tasks.base import Batch
 
@@ -34,16 +34,6 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: jax.Array  # int32 scalar: steps taken so far
     data_key: jax.Array  # base key of the data stream
-
-
-def build_model(settings: Settings, key: jax.Array) -> Transformer:
-    return Transformer(
-        settings.model,
-        settings.encoding,
-        input_vocab_size=settings.task.input_vocab_size,
-        num_outputs=settings.task.num_outputs,
-        rngs=nnx.Rngs(params=key),
-    )
 
 
 def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from posenc_jax.config import ModelConfig
 from posenc_jax.encodings import sinusoidal_table
 from posenc_jax.encodings.learned import Learned
+from posenc_jax.model_config import ModelConfig
 
 
 def test_sinusoidal_matches_closed_form():

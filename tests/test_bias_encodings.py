@@ -1,10 +1,12 @@
 """ALiBi and T5: reference values from the authors' rules, and the properties of their biases."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from posenc_jax.encodings import alibi_slopes, attention_bias, t5_relative_bucket
+from posenc_jax.encodings import REGISTRY, alibi_slopes, available, t5_relative_bucket
 from posenc_jax.errors import ConfigError
+from posenc_jax.inspection import attention_bias, build_encoding
 
 # Slopes worked out by hand from the ALiBi authors' get_slopes (power-of-2 rule, and for other
 # head counts the slopes of the next lower power of 2 followed by every other slope of twice it).
@@ -102,3 +104,12 @@ def test_attention_bias_rejects_encodings_without_a_bias(encoding):
         ConfigError, match=rf"'{encoding}' adds no content-independent bias.*{expected}"
     ):
         attention_bias(encoding, 4, 4, 2)
+
+
+@pytest.mark.parametrize("encoding", available())
+def test_adds_logit_bias_is_declared_truthfully(encoding):
+    """`adds_logit_bias` is a declared fact; it must say what the module's hook really does."""
+    module = build_encoding(encoding, num_heads=2)
+    positions = jnp.arange(4)[None]
+    bias = module.logit_bias(positions, positions, 0)
+    assert (bias is not None) == REGISTRY[encoding].adds_logit_bias

@@ -1,7 +1,7 @@
 """Bad settings fail before anything compiles, in one paragraph naming the value and the choices."""
 
 import pytest
-from conftest import compose_config, make_settings
+from helpers import compose_config, make_settings
 from omegaconf import OmegaConf
 
 from posenc_jax.config import settings_from_dict
@@ -78,8 +78,9 @@ def test_eval_range_must_be_ordered():
 
 def test_yaml_defaults_equal_dataclass_defaults():
     """configs/ and the dataclasses must not drift apart: library users get what CLI users get."""
-    from posenc_jax.config import EvalConfig, ModelConfig, OptimConfig, TrainConfig
+    from posenc_jax.config import EvalConfig, OptimConfig, TrainConfig
     from posenc_jax.encodings import REGISTRY as ENCODINGS
+    from posenc_jax.model_config import ModelConfig
     from posenc_jax.tasks import REGISTRY as TASKS
 
     settings = make_settings(fast=False)

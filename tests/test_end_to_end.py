@@ -9,7 +9,7 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
-from conftest import FAST, make_settings
+from helpers import FAST, make_settings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.checkpoint import restore_params

@@ -1,7 +1,7 @@
 """Evaluation in chunks: bounded memory, and exactly the numbers of one big batch."""
 
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 
 from posenc_jax import evaluate as evaluation
 from posenc_jax.evaluate import ATTENTION_ELEMENTS_PER_CHUNK, chunk_size, evaluate

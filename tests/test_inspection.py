@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from posenc_jax.config import ModelConfig
 from posenc_jax.encodings import alibi_slopes, available, make_encoding, rope_frequencies
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import inspect_encoding, position_similarity, rope_decay_bound
+from posenc_jax.model_config import ModelConfig
 
 MODEL = ModelConfig()  # the default small model: 4 heads of 16 dimensions
 

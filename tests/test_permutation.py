@@ -5,10 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_settings, perturb_encoding_parameters
+from helpers import make_settings, perturb_parameters
 
 from posenc_jax.encodings import available
-from posenc_jax.train import build_model
+from posenc_jax.model import build_model
 
 LENGTH = 12
 
@@ -16,7 +16,7 @@ LENGTH = 12
 def _outputs_and_permuted(encoding: str):
     settings = make_settings(f"encoding={encoding}", "task=copy")
     model = build_model(settings, jax.random.key(0))
-    perturb_encoding_parameters(model)
+    perturb_parameters(model.encoding)
     tokens = jax.random.randint(jax.random.key(1), (2, LENGTH), 2, settings.task.input_vocab_size)
     positions = jnp.broadcast_to(jnp.arange(LENGTH), (2, LENGTH))
     mask = jnp.ones((2, LENGTH), bool)

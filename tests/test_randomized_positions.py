@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.errors import ConfigError

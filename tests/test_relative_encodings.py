@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import build_encoding
 from flax import nnx
+from helpers import perturbed_encoding
 
 B, T, H, D_HEAD = 2, 7, 2, 4
 D_MODEL = H * D_HEAD
@@ -48,7 +48,9 @@ def _p(module, name, layer=None):
 @pytest.mark.parametrize("values", [True, False])
 def test_shaw_matches_the_per_pair_formula(values):
     kmax, layer = 3, 1
-    module = build_encoding("shaw", d_model=D_MODEL, num_heads=H, max_distance=kmax, values=values)
+    module = perturbed_encoding(
+        "shaw", d_model=D_MODEL, num_heads=H, max_distance=kmax, values=values
+    )
     q, k, v = _qkv()
     key_table = _p(module, "key_table", layer)
     expected = np.zeros((B, H, T, T))
@@ -105,7 +107,7 @@ def _deberta_reference(module, q, k, positions, kmax, c2p=True, p2c=True, layer=
 @pytest.mark.parametrize("c2p, p2c", [(True, True), (True, False), (False, True)])
 def test_deberta_matches_the_per_pair_formula(c2p, p2c):
     kmax = 4  # distances in POSITIONS reach 40: clipped on both sides
-    module = build_encoding(
+    module = perturbed_encoding(
         "deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax, c2p=c2p, p2c=p2c
     )
     q, k, _ = _qkv()
@@ -116,7 +118,7 @@ def test_deberta_matches_the_per_pair_formula(c2p, p2c):
 def test_deberta_scores_only_the_rows_that_slot_positions_can_reach():
     # k = 16 > T = 7: only rows of |i − j| < 7 are scored (DeBERTa's att_span), same numbers.
     kmax = 16
-    module = build_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax)
+    module = perturbed_encoding("deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax)
     q, k, _ = _qkv()
     positions = np.broadcast_to(np.arange(T) + 5, (B, T))
     p = jnp.asarray(positions)
@@ -134,7 +136,7 @@ def test_deberta_scores_only_the_rows_that_slot_positions_can_reach():
         np.isnan(_logits(module, q, k)), np.broadcast_to(outside_span[:, None], (B, H, T, T))
     )
     # With randomized positions every row up to max_position is kept.
-    randomized = build_encoding(
+    randomized = perturbed_encoding(
         "deberta", d_model=D_MODEL, num_heads=H, max_distance=kmax, randomized=True, max_position=64
     )
     np.testing.assert_allclose(
@@ -151,7 +153,7 @@ def test_deberta_scores_only_the_rows_that_slot_positions_can_reach():
 @pytest.mark.parametrize("offset", [0, 1500])
 def test_transformer_xl_matches_the_per_pair_formula(offset):
     layer = 1
-    module = build_encoding("transformer_xl", d_model=D_MODEL, num_heads=H)
+    module = perturbed_encoding("transformer_xl", d_model=D_MODEL, num_heads=H)
     q, k, _ = _qkv()
     u, v = _p(module, "content_bias"), _p(module, "position_bias")
     w_r = _p(module, "position_projection", layer)  # [D_MODEL, H, D_HEAD]
@@ -180,7 +182,7 @@ def test_transformer_xl_matches_the_per_pair_formula(offset):
 @pytest.mark.parametrize("variant", ["log", "power"])
 def test_kerple_matches_its_kernel(variant):
     layer = 1
-    module = build_encoding("kerple", num_heads=H, d_model=D_MODEL, variant=variant)
+    module = perturbed_encoding("kerple", num_heads=H, d_model=D_MODEL, variant=variant)
     r1 = np.maximum(_p(module, "r1", layer), 0.01)
     r2 = np.clip(_p(module, "r2", layer), 0.01, 2.0 if variant == "power" else None)
     positions = jnp.asarray(POSITIONS)
@@ -192,7 +194,7 @@ def test_kerple_matches_its_kernel(variant):
 
 
 def test_kerple_projection_keeps_parameters_in_their_valid_set():
-    module = build_encoding("kerple", num_heads=H, d_model=D_MODEL, variant="power")
+    module = perturbed_encoding("kerple", num_heads=H, d_model=D_MODEL, variant="power")
     module.r1[...] = jnp.array([[-1.0, 0.5], [0.0, 3.0]])
     module.r2[...] = jnp.array([[-1.0, 0.5], [2.5, 1.0]])
     module.project_parameters()
@@ -201,7 +203,7 @@ def test_kerple_projection_keeps_parameters_in_their_valid_set():
 
 
 def test_kerple_power_gradient_is_finite_at_distance_zero():
-    module = build_encoding("kerple", num_heads=H, d_model=D_MODEL, variant="power")
+    module = perturbed_encoding("kerple", num_heads=H, d_model=D_MODEL, variant="power")
     graphdef, params = nnx.split(module)
     positions = jnp.asarray(POSITIONS)  # includes i = j, where |i − j|^r2 has an infinite log
 
@@ -232,7 +234,7 @@ def _fire_reference(module, positions, layer):
 @pytest.mark.parametrize("offset", [0, 1000])
 def test_fire_matches_the_reference_code(offset):
     layer = 1
-    module = build_encoding("fire", num_heads=H, d_model=D_MODEL)
+    module = perturbed_encoding("fire", num_heads=H, d_model=D_MODEL)
     positions = POSITIONS + offset
     p = jnp.asarray(positions)
     actual = np.asarray(module.logit_bias(p, p, layer))
@@ -242,7 +244,7 @@ def test_fire_matches_the_reference_code(offset):
 
 
 def test_fire_is_relative_below_its_threshold_and_not_past_it():
-    module = build_encoding("fire", num_heads=H, d_model=D_MODEL)
+    module = perturbed_encoding("fire", num_heads=H, d_model=D_MODEL)
 
     def bias(offset):
         return np.asarray(
@@ -260,7 +262,7 @@ def test_fire_is_relative_below_its_threshold_and_not_past_it():
 @pytest.mark.parametrize("max_count", [2, 512])
 def test_cope_matches_the_per_pair_formula(causal, max_count):
     layer = 1
-    module = build_encoding("cope", num_heads=H, d_model=D_MODEL, max_count=max_count)
+    module = perturbed_encoding("cope", num_heads=H, d_model=D_MODEL, max_count=max_count)
     q, k, _ = _qkv()
     table = _p(module, "table", layer)  # [D_HEAD, max_count + 1]
     mask = _mask(causal)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 
 from posenc_jax.encodings import apply_rope, rope_frequencies
 from posenc_jax.errors import ConfigError

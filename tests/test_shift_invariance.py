@@ -9,16 +9,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import make_settings, perturb_encoding_parameters
+from helpers import make_settings, perturb_parameters
 
 from posenc_jax.encodings import REGISTRY, available
-from posenc_jax.train import build_model
+from posenc_jax.model import build_model
 
 
 def _outputs(encoding, causal, shift):
     settings = make_settings(f"encoding={encoding}", "task=copy", f"model.causal={causal}")
     model = build_model(settings, jax.random.key(0))
-    perturb_encoding_parameters(model)
+    perturb_parameters(model.encoding)
     tokens = jax.random.randint(jax.random.key(1), (2, 10), 2, settings.task.input_vocab_size)
     positions = jnp.broadcast_to(jnp.arange(10) + shift, (2, 10))
     return np.asarray(model(tokens, positions, jnp.ones((2, 10), bool)))

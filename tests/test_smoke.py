@@ -8,7 +8,7 @@ these runs; the full run (evaluation, files) is end-to-end tested in test_end_to
 import math
 
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 
 from posenc_jax import encodings, tasks
 from posenc_jax.train import train

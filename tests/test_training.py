@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from conftest import make_settings
+from helpers import make_settings
 
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.encodings import available

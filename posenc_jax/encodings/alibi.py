@@ -55,6 +55,7 @@ class AlibiBias(PositionalEncoding):
 @dataclasses.dataclass(frozen=True)
 class Alibi(EncodingSpec):
     name = "alibi"
+    adds_logit_bias = True
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return AlibiBias(model.num_heads, model.causal)

@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.errors import ConfigError, require_at_least
+from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import Spec
-
-if TYPE_CHECKING:
-    from posenc_jax.config import ModelConfig
 
 
 def relative_positions(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
@@ -110,6 +108,9 @@ class EncodingSpec(Spec, abc.ABC):
     """
 
     family: ClassVar[str] = "relative"
+    # Whether `logit_bias` adds a content-independent bias (ALiBi, T5, KERPLE, FIRE): a declared
+    # fact, like `family`, that `posenc_jax.inspection.attention_bias` relies on.
+    adds_logit_bias: ClassVar[bool] = False
     # Fields a trained run may be re-evaluated with (`posenc-eval`): no parameter depends on them.
     evaluation_fields: ClassVar[tuple[str, ...]] = ()
 

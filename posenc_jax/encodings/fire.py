@@ -87,6 +87,7 @@ class FunctionalInterpolation(PositionalEncoding):
 @dataclasses.dataclass(frozen=True)
 class Fire(EncodingSpec):
     name = "fire"
+    adds_logit_bias = True
     width: int = 32  # hidden units of the MLP
     init_c: float = 0.1
     init_threshold: float = 512.0  # L before its learned multiplier

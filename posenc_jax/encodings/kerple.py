@@ -61,6 +61,7 @@ class KernelizedBias(PositionalEncoding):
 @dataclasses.dataclass(frozen=True)
 class Kerple(EncodingSpec):
     name = "kerple"
+    adds_logit_bias = True
     variant: str = "log"  # the paper's best on language modelling
 
     def validate(self, model) -> None:

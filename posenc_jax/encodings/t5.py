@@ -78,6 +78,7 @@ class T5Bias(PositionalEncoding):
 @dataclasses.dataclass(frozen=True)
 class T5(EncodingSpec):
     name = "t5"
+    adds_logit_bias = True
     num_buckets: int = 32
     max_distance: int = 128
     init_std: float = 0.02

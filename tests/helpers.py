@@ -1,0 +1,72 @@
+"""Helpers shared by the tests: the real Hydra config (the path users take) composed into
+Settings, and encodings with perturbed parameters."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from posenc_jax.cli import config_dir
+from posenc_jax.config import Settings, settings_from_dict
+from posenc_jax.encodings import PositionalEncoding
+from posenc_jax.inspection import build_encoding
+
+# Small, fast settings for tests: a short training run and a short evaluation range.
+FAST = [
+    "train.steps=20",
+    "train.batch_size=16",
+    "train.log_every=10",
+    "train.steps_per_dispatch=5",
+    "optim.warmup_steps=5",
+    "model.d_model=32",
+    "task.train_max_len=6",
+    "eval.max_len=12",
+    "eval.examples_per_length=16",
+]
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def make_settings(*overrides: str, fast: bool = True) -> Settings:
+    cfg = compose_config((FAST if fast else []) + list(overrides))
+    return settings_from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+
+def perturb_parameters(module: nnx.Module, scale: float = 0.1, seed: int = 0) -> None:
+    """Add N(0, scale²) noise to every parameter of `module`, in place.
+
+    Some encodings start from parameters that hide their structure (CoPE's position table is
+    zeros, as in the official code); properties such as shift invariance or broken permutation
+    symmetry must hold for generic parameter values, not only at initialisation."""
+    state = nnx.state(module, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    noisy = [
+        leaf + scale * jax.random.normal(key, leaf.shape)
+        for leaf, key in zip(leaves, keys, strict=True)
+    ]
+    nnx.update(module, jax.tree.unflatten(treedef, noisy))
+
+
+def perturbed_encoding(
+    name: str,
+    *,
+    causal: bool = False,
+    d_model: int = 8,
+    num_heads: int = 2,
+    num_layers: int = 2,
+    perturb: bool = True,
+    **params,
+) -> PositionalEncoding:
+    """One encoding module on its own (no Transformer), by default with perturbed parameters."""
+    module = build_encoding(
+        name, num_heads=num_heads, d_model=d_model, num_layers=num_layers, causal=causal, **params
+    )
+    if perturb:
+        perturb_parameters(module, 0.1, 1)
+    return module
