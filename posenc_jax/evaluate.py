@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -132,49 +133,64 @@ def attention_maps(
     return [np.asarray(weights)[0, :, :real, :real] for weights in first_example_weights(params)]
 
 
-def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[str, Any]:
-    """Evaluate at every length; returns the `eval` section of results.json."""
+def representable_lengths(settings: Settings) -> list[int]:
+    """The evaluation lengths whose positions the encoding can represent: the ones that run."""
+    lengths = range(settings.eval_min_len, settings.eval_max_len + 1)
+    return [n for n in lengths if settings.encoding.represents(settings.task.sequence_len(n))]
+
+
+def evaluate(
+    settings: Settings,
+    graphdef: nnx.GraphDef,
+    params: Any,
+    on_progress: Callable[[int], object] | None = None,
+) -> dict[str, Any]:
+    """Evaluate at every length; returns the `eval` section of results.json, with one list per
+    `metrics.PER_LENGTH` metric and its in-/out-of-distribution means.
+
+    `on_progress(n)` is called on the host each time n more lengths are finished. Lengths are
+    dispatched a bucket at a time (one compilation each) and read back in order, so reading
+    waits only for work already queued: no extra synchronisation."""
     task = settings.task
     lengths = list(range(settings.eval_min_len, settings.eval_max_len + 1))
-    representable = [n for n in lengths if settings.encoding.represents(task.sequence_len(n))]
+    representable = representable_lengths(settings)
     buckets = length_buckets(task.train_max_len, settings.eval_max_len)
     eval_length = make_eval_fn(settings, graphdef)
 
+    counts: dict[int, metrics.Counts] = {}
     start = time.perf_counter()
     with CompilationCounter() as compiled:
-        pending = {
-            n: eval_length(
-                params, np.int32(n), padded_len=bucket_of(n, buckets)
-            )  # numpy: no device op
-            for n in representable
-        }
-        counts = jax.device_get(pending)  # the only host sync of the evaluation
+        for bucket in buckets:
+            in_bucket = [n for n in representable if bucket_of(n, buckets) == bucket]
+            # np.int32: the length is a traced argument that needs no device op to create.
+            pending = {n: eval_length(params, np.int32(n), padded_len=bucket) for n in in_bucket}
+            for n, result in pending.items():
+                counts[n] = jax.device_get(result)
+                if on_progress is not None:
+                    on_progress(1)
     eval_s = time.perf_counter() - start
 
-    token_acc = [
-        float(counts[n].correct / counts[n].scored) if n in counts else None for n in lengths
-    ]
-    seq_acc = [
-        float(counts[n].exact / settings.eval.examples_per_length) if n in counts else None
-        for n in lengths
-    ]
     in_dist = [i for i, n in enumerate(lengths) if n <= task.train_max_len]
     out_dist = [i for i, n in enumerate(lengths) if n > task.train_max_len]
+    evaluation: dict[str, Any] = {"lengths": lengths}
+    summaries: dict[str, float | None] = {}
+    for metric in metrics.PER_LENGTH:
+        values = [metric.value(counts[n]) if n in counts else None for n in lengths]
+        evaluation[metric.name] = values
+        id_key, ood_key = metric.summaries
+        summaries[id_key] = _mean(values, in_dist)
+        summaries[ood_key] = _mean(values, out_dist)
+        # Where some long lengths are not representable, the mean over the ones that are.
+        summaries[f"{ood_key}_representable"] = _mean(
+            values, [i for i in out_dist if values[i] is not None]
+        )
     return {
-        "lengths": lengths,
-        "token_acc": token_acc,
-        "seq_acc": seq_acc,
+        **evaluation,
         "train_max_len": task.train_max_len,
         "min_len": settings.eval_min_len,
         "max_len": settings.eval_max_len,
         "examples_per_length": settings.eval.examples_per_length,
-        "acc_id": _mean(token_acc, in_dist),
-        "acc_ood": _mean(token_acc, out_dist),
-        "seq_acc_id": _mean(seq_acc, in_dist),
-        "seq_acc_ood": _mean(seq_acc, out_dist),
-        "acc_ood_representable": _mean(
-            token_acc, [i for i in out_dist if token_acc[i] is not None]
-        ),
+        **summaries,
         "not_representable": [n for n in lengths if n not in counts],
         "task_kind": task.kind,
         "scoring": "teacher_forced" if settings.model.causal else "encoder",
@@ -182,6 +198,23 @@ def evaluate(settings: Settings, graphdef: nnx.GraphDef, params: Any) -> dict[st
         "num_compilations": compiled.count,
         "wall_s": eval_s,
     }
+
+
+def evaluate_with_attention(
+    settings: Settings,
+    graphdef: nnx.GraphDef,
+    params: Any,
+    on_progress: Callable[[int], object] | None = None,
+) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """`evaluate`, and the attention maps of `eval.attention_len` (default: the longest length
+    evaluated), recorded as `attention_len` in the results; no maps if no length was run."""
+    evaluation = evaluate(settings, graphdef, params, on_progress)
+    evaluated = [n for n in evaluation["lengths"] if n not in evaluation["not_representable"]]
+    # Validation guarantees that a chosen attention_len is evaluated.
+    length = settings.eval.attention_len or (evaluated[-1] if evaluated else None)
+    evaluation["attention_len"] = length
+    maps = attention_maps(settings, graphdef, params, length) if length is not None else []
+    return evaluation, maps
 
 
 def _mean(values: list[float | None], indices: list[int]) -> float | None:

@@ -1,11 +1,16 @@
-"""Loss and accuracy over the scored slots of a batch, shared by training and evaluation.
+"""What is measured, declared once: per-example counts, and the metrics reported per length.
 
-Everything is returned as per-example *sums* (not means), so that chunks, steps and lengths
-can be added up exactly and divided once at the end.
+Training and evaluation both reduce a batch to `Counts`: per-example *sums* (not means), so that
+chunks, steps and lengths add up exactly and are divided once at the end.
+
+`PER_LENGTH` lists the metrics that evaluation reports at every input length. Everything
+downstream (results.json, TensorBoard tags, metrics.jsonl, the printed table, the plots) loops
+over it, so adding a metric means one `Counts` field, its line in `count`, and one entry here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -21,6 +26,7 @@ class Counts(NamedTuple):
     correct: jax.Array  # scored slots whose argmax equals the target
     scored: jax.Array  # number of scored slots
     exact: jax.Array  # 1 if every scored slot is correct (whole-sequence exact match)
+    examples: jax.Array  # 1 per example, so a sum counts them
 
 
 def count(logits: jax.Array, batch: Batch) -> Counts:
@@ -36,9 +42,41 @@ def count(logits: jax.Array, batch: Batch) -> Counts:
         correct=correct.astype(jnp.float32),
         scored=scored.astype(jnp.float32),
         exact=(correct == scored).astype(jnp.float32),
+        examples=jnp.ones(correct.shape, jnp.float32),
     )
 
 
 def total(counts: Counts) -> Counts:
     """Sum every field over the batch axis."""
     return Counts(*(field.sum(axis=0) for field in counts))
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthMetric:
+    """A ratio of two summed `Counts` fields, reported at every evaluated length.
+
+    results.json holds `eval[name]` (one value per length) and the means `eval[summary + "_id"]`
+    (lengths <= task.train_max_len) and `eval[summary + "_ood"]` (longer ones); TensorBoard has
+    `eval/<name>/len_NNNN` and `eval/<summary>_id`, `eval/<summary>_ood`."""
+
+    name: str  # e.g. "token_acc"
+    label: str  # in plots and tables, e.g. "token accuracy"
+    column: str  # the printed table's column header, at most 5 characters
+    summary: str  # prefix of the in-/out-of-distribution means
+    numerator: str  # a Counts field
+    denominator: str  # a Counts field
+
+    def value(self, counts: Counts) -> float:
+        """The metric from one length's summed counts (each field a scalar)."""
+        return float(getattr(counts, self.numerator) / getattr(counts, self.denominator))
+
+    @property
+    def summaries(self) -> tuple[str, str]:
+        """The keys of its in-distribution and out-of-distribution means."""
+        return f"{self.summary}_id", f"{self.summary}_ood"
+
+
+PER_LENGTH: tuple[LengthMetric, ...] = (
+    LengthMetric("token_acc", "token accuracy", "tok", "acc", "correct", "scored"),
+    LengthMetric("seq_acc", "exact match", "seq", "seq_acc", "exact", "examples"),
+)

@@ -1,8 +1,8 @@
 """Evaluate a finished run again (`posenc-eval`), longer or under another RoPE scaling rule,
 without retraining.
 
-    posenc-eval run_dir=outputs/<date>/<time>_rope_word_order eval.max_len=256
-    posenc-eval run_dir=... encoding.scaling=yarn encoding.scale=4 eval.max_len=256 tag=yarn4
+    posenc-eval run_dir=runs/rope_word_order eval.max_len=256
+    posenc-eval run_dir=runs/rope_word_order encoding.scaling=yarn encoding.scale=4 tag=yarn4
 
 The run's own resolved `config.yaml` is reloaded and the overrides applied to it; only settings
 that no trained parameter depends on may change: `eval.*`, and the encoding's
@@ -10,7 +10,8 @@ that no trained parameter depends on may change: `eval.*`, and the encoding's
 architecture, the task and its vocabulary, the seed, training) would need retraining and is a
 `ConfigError`. The parameters come from the run's checkpoint.
 
-Each re-evaluation has a tag (default: its overrides, e.g. `eval.max_len=256`) and writes, next
+Each re-evaluation has a tag (default: its overrides, shell-safe: `eval.max_len=256` gives
+`max_len-256`) and writes, next
 to the original outputs and never over them: results_<tag>.json (the schema of results.json),
 accuracy_vs_length_<tag>.png, TensorBoard scalars and images under eval_<tag>/..., and lines in
 metrics.jsonl, all at the run's final training step. With unchanged settings it reproduces the
@@ -32,29 +33,42 @@ from posenc_jax.checkpoint import restore_params
 from posenc_jax.config import settings_from_dict
 from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.errors import ConfigError
-from posenc_jax.run import RESULTS_FILE, evaluate_and_log, write_json_atomically
-from posenc_jax.run_log import RunLog, json_safe
+from posenc_jax.outputs import (
+    CONFIG_FILE,
+    RESULTS_FILE,
+    record_evaluation,
+    results_document,
+    results_file,
+    write_results,
+)
+from posenc_jax.run_log import RunLog
 
-_TAG = re.compile(r"^[A-Za-z0-9._=,+-]+$")  # safe in a file name and a TensorBoard tag
+# Safe unquoted in a shell, in a file name and in a TensorBoard tag.
+_TAG = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 
 def reevaluate(
-    run_dir: str | Path, overrides: Sequence[str] = (), tag: str | None = None
+    run_dir: str | Path,
+    overrides: Sequence[str] = (),
+    tag: str | None = None,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the run in `run_dir` again with `overrides` ("key=value" strings); returns and
-    writes the new results (results_<tag>.json)."""
+    writes the new results (results_<tag>.json). Raises ConfigError, before anything is
+    evaluated or written, for a folder without a finished run, a change that needs retraining,
+    a tag that cannot name a file, or a tag already used."""
     run_dir = Path(run_dir).absolute()
     original = _finished_results(run_dir)
-    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    stored = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
     changes = dict(_parse_override(text) for text in overrides)
     _refuse_retraining_changes(changes, stored["encoding"]["name"])
-    tag = tag or ",".join(overrides) or "rerun"
+    tag = tag or default_tag(overrides)
     if not _TAG.match(tag):
         raise ConfigError(
-            f"tag={tag!r} cannot name a file; use letters, digits and . _ = , + - only "
+            f"tag={tag!r} cannot name a file safely; use letters, digits and . _ + - only "
             f"(e.g. tag=yarn4)."
         )
-    out_file = run_dir / f"results_{tag}.json"
+    out_file = run_dir / results_file(tag)
     if out_file.exists():
         raise ConfigError(
             f"{out_file} already exists; refusing to overwrite it. Choose another tag=<name>."
@@ -69,12 +83,25 @@ def reevaluate(
     step = original["train"]["steps"]
     log = RunLog(run_dir)
     try:
-        evaluation = evaluate_and_log(settings, graphdef, params, run_dir, log, step, tag)
+        evaluation = record_evaluation(
+            settings, graphdef, params, run_dir, log, step, tag, show_progress
+        )
     finally:
         log.close()
-    results = json_safe({**original, "config": settings.to_dict(), "eval": evaluation})
-    write_json_atomically(out_file, results)
+    results = results_document(settings, original["train"], evaluation)
+    write_results(run_dir, results, tag)
     return results
+
+
+def default_tag(overrides: Sequence[str]) -> str:
+    """A shell-safe tag naming the overrides: eval.max_len=256 -> max_len-256,
+    encoding.scaling=yarn encoding.scale=4 -> scaling-yarn_scale-4; no overrides -> rerun."""
+    parts = []
+    for text in overrides:
+        key, _, value = text.partition("=")
+        field = key.split(".")[-1]  # the fields of eval.* and encoding.* have distinct names
+        parts.append(f"{field}-{re.sub(r'[^A-Za-z0-9.+-]', '-', value)}")
+    return "_".join(parts) or "rerun"
 
 
 def allowed_overrides(encoding_name: str) -> list[str]:
@@ -85,13 +112,13 @@ def allowed_overrides(encoding_name: str) -> list[str]:
 
 
 def _finished_results(run_dir: Path) -> dict[str, Any]:
-    results_file = run_dir / RESULTS_FILE
-    if not results_file.is_file():
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
         raise ConfigError(
             f"{run_dir} holds no finished run ({RESULTS_FILE} is missing); pass the directory of a "
             f"completed posenc-train run as run_dir=<dir>."
         )
-    results = json.loads(results_file.read_text())
+    results = json.loads(path.read_text())
     if results.get("status") != "completed":
         raise ConfigError(
             f"The run in {run_dir} did not complete (status {results.get('status')!r}), so it has "

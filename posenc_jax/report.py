@@ -9,47 +9,51 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 
+from posenc_jax import metrics  # noqa: E402
+
 
 def _fmt(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:5.3f}"
 
 
 def format_table(evaluation: dict[str, Any], title: str = "", columns: int = 4) -> str:
-    """Accuracy per length in a compact grid, then the in/out-of-distribution means."""
+    """Every `metrics.PER_LENGTH` metric per length in a compact grid, then their
+    in-/out-of-distribution means under their results.json names."""
     train_max = evaluation["train_max_len"]
+    per_length = [evaluation[metric.name] for metric in metrics.PER_LENGTH]
     cells = [
-        f"{n:4d}{'*' if n > train_max else ' '} {_fmt(tok)} {_fmt(seq)}"
-        for n, tok, seq in zip(
-            evaluation["lengths"], evaluation["token_acc"], evaluation["seq_acc"], strict=True
-        )
+        f"{n:4d}{'*' if n > train_max else ' '} " + " ".join(_fmt(v[i]) for v in per_length)
+        for i, n in enumerate(evaluation["lengths"])
     ]
-    header = "  len   tok   seq"
+    header = "  len  " + " ".join(f"{metric.column:>5}" for metric in metrics.PER_LENGTH)
     lines = [title] if title else []
     lines.append("   |".join([header] * min(columns, len(cells))))
     rows = (len(cells) + columns - 1) // columns
     for r in range(rows):
         lines.append("   |".join(cells[r::rows]))
+    means = [key for metric in metrics.PER_LENGTH for key in metric.summaries]
     lines.append(
         f"(* = longer than training, {train_max})  "
-        f"acc_id {_fmt(evaluation['acc_id'])}  acc_ood {_fmt(evaluation['acc_ood'])}  "
-        f"exact-match id {_fmt(evaluation['seq_acc_id'])}  ood {_fmt(evaluation['seq_acc_ood'])}"
+        + "  ".join(f"{key} {_fmt(evaluation[key])}" for key in means)
     )
     if evaluation["not_representable"]:
         missing = evaluation["not_representable"]
+        representable = [f"{metric.summaries[1]}_representable" for metric in metrics.PER_LENGTH]
         lines.append(
-            f"not representable by the encoding: lengths {missing[0]}..{missing[-1]} "
-            f"(mean over representable OOD lengths: {_fmt(evaluation['acc_ood_representable'])})"
+            f"not representable by the encoding: lengths {missing[0]}..{missing[-1]}; over the "
+            "representable longer lengths: "
+            + "  ".join(f"{key} {_fmt(evaluation[key])}" for key in representable)
         )
     return "\n".join(lines)
 
 
 def accuracy_figure(evaluation: dict[str, Any], title: str = ""):
-    """Token accuracy and exact match against input length, training range shaded."""
+    """Every `metrics.PER_LENGTH` metric against input length, the training range shaded."""
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
     lengths = evaluation["lengths"]
-    for key, label in (("token_acc", "token accuracy"), ("seq_acc", "exact match")):
-        values = [float("nan") if v is None else v for v in evaluation[key]]
-        axes.plot(lengths, values, marker=".", label=label)
+    for metric in metrics.PER_LENGTH:
+        values = [float("nan") if v is None else v for v in evaluation[metric.name]]
+        axes.plot(lengths, values, marker=".", label=metric.label)
     axes.axvspan(lengths[0], evaluation["train_max_len"], color="0.9", label="training lengths")
     axes.set(xlabel="input length", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
     axes.legend(loc="lower left", fontsize="small")

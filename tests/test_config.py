@@ -1,12 +1,13 @@
 """Bad settings fail before anything compiles, in one paragraph naming the value and the choices."""
 
 import pytest
-from helpers import compose_config, make_settings
 from omegaconf import OmegaConf
 
 from posenc_jax.config import settings_from_dict
 from posenc_jax.encodings import available, make_encoding
 from posenc_jax.errors import ConfigError
+
+from helpers import compose_config, make_settings
 
 
 def test_defaults_compose_to_the_documented_run():

@@ -9,13 +9,14 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
-from helpers import FAST, make_settings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.checkpoint import restore_params
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import attention_maps, length_buckets
 from posenc_jax.run import run
+
+from helpers import FAST, make_settings
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,15 @@
 """Evaluation in chunks: bounded memory, and exactly the numbers of one big batch."""
 
+import numpy as np
 import pytest
-from helpers import make_settings
 
 from posenc_jax import evaluate as evaluation
+from posenc_jax import metrics, outputs
 from posenc_jax.evaluate import ATTENTION_ELEMENTS_PER_CHUNK, chunk_size, evaluate
+from posenc_jax.report import accuracy_figure, format_table, plt
 from posenc_jax.train import init_state
+
+from helpers import make_settings
 
 
 @pytest.mark.parametrize(
@@ -39,3 +43,23 @@ def test_chunked_evaluation_gives_the_same_numbers(monkeypatch):
     chunked = evaluate(settings, graphdef, state.params)
     for key in ("token_acc", "seq_acc", "acc_id", "acc_ood"):
         assert chunked[key] == whole[key]
+
+
+def test_a_metric_declared_once_reaches_results_tensorboard_table_and_plot(monkeypatch):
+    """Adding a per-length metric is one entry in metrics.PER_LENGTH: evaluation, the scalars
+    for TensorBoard and metrics.jsonl, the table and the plot all pick it up by themselves."""
+    loss = metrics.LengthMetric("loss", "loss per answer", "loss", "loss", "nll", "scored")
+    monkeypatch.setattr(metrics, "PER_LENGTH", (*metrics.PER_LENGTH, loss))
+    settings = make_settings("encoding=alibi", "task=reverse", "eval.examples_per_length=4")
+    graphdef, state, _ = init_state(settings)
+    result = evaluate(settings, graphdef, state.params)
+    assert len(result["loss"]) == len(result["lengths"]) and result["loss"][0] > 0
+    assert result["loss_id"] == pytest.approx(np.mean(result["loss"][:6]))  # lengths 1..6
+    scalars = outputs.eval_scalars(result, "eval")
+    assert scalars["eval/loss/len_0012"] == result["loss"][-1]
+    assert scalars["eval/loss_ood"] == result["loss_ood"]
+    table = format_table(result)
+    assert " loss" in table.splitlines()[0] and f"loss_ood {result['loss_ood']:5.3f}" in table
+    figure = accuracy_figure(result)
+    assert "loss per answer" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    plt.close(figure)

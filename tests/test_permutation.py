@@ -5,10 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import make_settings, perturb_parameters
 
 from posenc_jax.encodings import available
 from posenc_jax.model import build_model
+
+from helpers import make_settings, perturb_parameters
 
 LENGTH = 12
 

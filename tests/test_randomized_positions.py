@@ -5,12 +5,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import make_settings
 
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate
 from posenc_jax.run import run
 from posenc_jax.train import init_state, training_batch
+
+from helpers import make_settings
 
 RANDOMIZED = ["encoding.randomized=true", "encoding.max_position=64"]
 

@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from helpers import make_settings
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.errors import ConfigError
-from posenc_jax.reevaluate import reevaluate
+from posenc_jax.reevaluate import default_tag, reevaluate
 from posenc_jax.run import run
+
+from helpers import make_settings
 
 # The one entry of the `eval` section that measures this machine, not the model.
 TIMING = {"wall_s"}
@@ -42,13 +43,13 @@ def test_same_settings_reproduce_results_exactly(trained_run):
 def test_longer_evaluation_extends_the_same_numbers(trained_run, capsys):
     run_dir, original = trained_run
     longer = reevaluate(run_dir, ["eval.max_len=30"])
-    assert (run_dir / "results_eval.max_len=30.json").exists()
+    assert (run_dir / "results_max_len-30.json").exists()
     ev, before = longer["eval"], original["eval"]
     assert ev["lengths"] == list(range(1, 31)) and ev["buckets"] == [6, 12, 24, 30]
     # The same examples at every length evaluated before, whatever bucket they now fall in.
     assert ev["token_acc"][: len(before["lengths"])] == before["token_acc"]
     assert ev["attention_len"] == 30
-    assert "eval.max_len=30" in capsys.readouterr().out
+    assert "max_len-30" in capsys.readouterr().out
 
 
 def test_scaling_rule_is_applied_and_tagged(trained_run):
@@ -125,7 +126,7 @@ def test_corrupt_checkpoint_is_a_clear_error(trained_run, tmp_path):
         ConfigError, match=r"checkpoint .* is corrupt or does not match.*Nothing was evaluated"
     ):
         reevaluate(copy, ["eval.max_len=20"])
-    assert not (copy / "results_eval.max_len=20.json").exists()
+    assert not (copy / "results_max_len-20.json").exists()
 
 
 def test_a_folder_without_a_finished_run_is_a_clear_error(tmp_path):
@@ -151,3 +152,25 @@ def test_cli_reports_bad_input_in_one_paragraph(trained_run):
     assert done.returncode == 2
     assert done.stderr.startswith("posenc-eval: A re-evaluation cannot change ['model.num_layers']")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides, tag",
+    [
+        ([], "rerun"),
+        (["eval.max_len=256"], "max_len-256"),
+        (["encoding.scaling=yarn", "encoding.scale=4"], "scaling-yarn_scale-4"),
+        (["eval.attention_len=null"], "attention_len-null"),
+    ],
+)
+def test_default_tags_are_safe_in_a_shell(overrides, tag):
+    assert default_tag(overrides) == tag
+
+
+@pytest.mark.parametrize("tag", ["a=b", "a,b", "a b", "../up", "$HOME"])
+def test_tags_that_a_shell_or_a_file_name_would_mangle_are_refused(trained_run, tag):
+    run_dir, _ = trained_run
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(ConfigError, match=r"cannot name a file safely"):
+        reevaluate(run_dir, ["eval.max_len=20"], tag=tag)
+    assert sorted(p.name for p in run_dir.iterdir()) == before

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+
 from helpers import perturbed_encoding
 
 B, T, H, D_HEAD = 2, 7, 2, 4

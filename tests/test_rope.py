@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import make_settings
 
 from posenc_jax.encodings import apply_rope, rope_frequencies
 from posenc_jax.errors import ConfigError
+
+from helpers import make_settings
 
 HEAD_DIM = 16
 THETA = rope_frequencies(HEAD_DIM)

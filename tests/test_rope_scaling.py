@@ -6,11 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import make_settings
 
 from posenc_jax.encodings import Rope, Xpos, apply_rope, rope_frequencies, yarn_attention_factor
 from posenc_jax.errors import ConfigError
 from posenc_jax.train import train
+
+from helpers import make_settings
 
 
 def _theta(head_dim, base=10000.0):

@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import make_settings, perturb_parameters
 
 from posenc_jax.encodings import REGISTRY, available
 from posenc_jax.model import build_model
+
+from helpers import make_settings, perturb_parameters
 
 
 def _outputs(encoding, causal, shift):

@@ -8,10 +8,11 @@ these runs; the full run (evaluation, files) is end-to-end tested in test_end_to
 import math
 
 import pytest
-from helpers import make_settings
 
 from posenc_jax import encodings, tasks
 from posenc_jax.train import train
+
+from helpers import make_settings
 
 # The smallest run that still takes real optimizer steps. One layer halves the compile time; every
 # encoding's per-layer indexing is checked with two layers by the shift-invariance, permutation

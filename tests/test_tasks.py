@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import make_settings
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -17,6 +16,8 @@ from hypothesis import strategies as st
 from posenc_jax.errors import ConfigError
 from posenc_jax.tasks import ANSWER_ID, NUM_SPECIAL, PAD_ID, available, make_task
 from posenc_jax.tasks.regular import evaluate_modular
+
+from helpers import make_settings
 
 
 def _modular_arithmetic(tokens, modulus=5):

@@ -3,12 +3,13 @@
 import jax
 import numpy as np
 import pytest
-from helpers import make_settings
 
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.encodings import available
 from posenc_jax.evaluate import evaluate
 from posenc_jax.train import init_state, make_train_chunk, train
+
+from helpers import make_settings
 
 
 def test_train_chunk_compiles_once_and_is_deterministic():

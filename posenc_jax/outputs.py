@@ -1,0 +1,136 @@
+"""The run folder's files and the results schema, owned in one place; `run.py` (a training run)
+and `reevaluate.py` (`posenc-eval`) both write through here.
+
+    config.yaml                 the resolved settings (derived values filled in)
+    events.out.tfevents.*       TensorBoard (see `run_log.py`)
+    metrics.jsonl               the same scalars, one JSON object per log step, append-only
+    results.json                the final summary, written last and atomically: its presence
+                                means "finished"
+    checkpoint/                 the trained parameters (`checkpoint.py`)
+    accuracy_vs_length.png      one line per `metrics.PER_LENGTH` metric
+    attention_layer<L>.png      with eval.save_attention=true
+
+A re-evaluation with tag <tag> writes results_<tag>.json, accuracy_vs_length_<tag>.png,
+attention_<tag>_layer<L>.png and TensorBoard tags under eval_<tag>/, beside and never over the
+original files.
+
+results.json: {"status", "encoding", "task", "config", "train", "eval"}; "train" is the
+training summary (`train.train`), "eval" the evaluation (`evaluate.evaluate`) or null if training
+did not complete. Strict JSON: a NaN or infinite value is written as null.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from posenc_jax import metrics
+from posenc_jax.config import Settings
+from posenc_jax.evaluate import evaluate_with_attention, representable_lengths
+from posenc_jax.report import accuracy_figure, attention_figure, format_table
+from posenc_jax.run_log import RunLog, json_safe
+
+CONFIG_FILE = "config.yaml"
+RESULTS_FILE = "results.json"
+
+
+def results_file(tag: str = "") -> str:
+    """results.json, or results_<tag>.json for a tagged re-evaluation."""
+    return f"results_{tag}.json" if tag else RESULTS_FILE
+
+
+def run_title(settings: Settings) -> str:
+    mode = "decoder" if settings.model.causal else "encoder"
+    return f"{settings.encoding.name} · {settings.task.name} · {mode}"
+
+
+def results_document(
+    settings: Settings, train_summary: Mapping[str, Any], evaluation: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The content of results.json (and of every results_<tag>.json)."""
+    return json_safe(
+        {
+            "status": train_summary["status"],
+            "encoding": settings.encoding.name,
+            "task": settings.task.name,
+            "config": settings.to_dict(),
+            "train": dict(train_summary),
+            "eval": evaluation,
+        }
+    )
+
+
+def write_results(run_dir: Path, results: dict[str, Any], tag: str = "") -> Path:
+    """Write results atomically (a reader never sees half a file); returns the path."""
+    path = run_dir / results_file(tag)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, allow_nan=False))
+    tmp.replace(path)
+    return path
+
+
+def eval_scalars(evaluation: Mapping[str, Any], prefix: str) -> dict[str, float | None]:
+    """TensorBoard/metrics.jsonl scalars of one evaluation: <prefix>/<metric>/len_NNNN for every
+    length and metric, then <prefix>/<summary> for each metric's means."""
+    scalars: dict[str, float | None] = {}
+    for metric in metrics.PER_LENGTH:
+        for n, value in zip(evaluation["lengths"], evaluation[metric.name], strict=True):
+            scalars[f"{prefix}/{metric.name}/len_{n:04d}"] = value
+    for metric in metrics.PER_LENGTH:
+        for key in metric.summaries:
+            scalars[f"{prefix}/{key}"] = evaluation[key]
+    return scalars
+
+
+def write_evaluation(
+    settings: Settings,
+    evaluation: dict[str, Any],
+    attention: list[np.ndarray],
+    run_dir: Path,
+    log: RunLog,
+    step: int,
+    tag: str = "",
+) -> None:
+    """Log an evaluation's scalars and pictures under `eval` (or `eval_<tag>`) at `step`, save its
+    plot (and the attention maps, with eval.save_attention), and print its table."""
+    title = run_title(settings) + (f" · {tag}" if tag else "")
+    prefix, suffix = (f"eval_{tag}", f"_{tag}") if tag else ("eval", "")
+    log.scalars(step, eval_scalars(evaluation, prefix))
+    figure = accuracy_figure(evaluation, title)
+    figure.savefig(run_dir / f"accuracy_vs_length{suffix}.png")
+    log.figure(f"{prefix}/accuracy_vs_length", figure, step)  # closes the figure
+    length = evaluation["attention_len"]
+    for layer, weights in enumerate(attention):
+        figure = attention_figure(weights, f"{title} · layer {layer} · input length {length}")
+        if settings.eval.save_attention:
+            figure.savefig(run_dir / f"attention{suffix}_layer{layer}.png")
+        log.figure(f"{prefix}/attention/layer_{layer}", figure, step)
+    print(format_table(evaluation, title))
+
+
+def record_evaluation(
+    settings: Settings,
+    graphdef: nnx.GraphDef,
+    params: Any,
+    run_dir: Path,
+    log: RunLog,
+    step: int,
+    tag: str = "",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate with a progress bar (lengths done, time left), then `write_evaluation`; returns
+    the `eval` section of the results. Shared by a run and its re-evaluations."""
+    description = run_title(settings) + f" · evaluating{f' {tag}' if tag else ''}"
+    total = len(representable_lengths(settings))
+    with tqdm(
+        total=total, desc=description, unit="length", disable=not show_progress, dynamic_ncols=True
+    ) as bar:
+        evaluation, attention = evaluate_with_attention(settings, graphdef, params, bar.update)
+    write_evaluation(settings, evaluation, attention, run_dir, log, step, tag)
+    return evaluation
