@@ -105,23 +105,22 @@ class Settings:
         self.eval.validate()
         self.task.validate()
         self.encoding.validate(self.model)
-        if not self.task.min_len <= self.eval_min_len <= self.eval_max_len:
+        if not self.task.min_input_len <= self.eval_min_len <= self.eval_max_len:
             raise ConfigError(
                 f"eval.min_len={self.eval_min_len} and eval.max_len={self.eval_max_len} do not "
-                "form "
-                f"a range of lengths for task {self.task.name!r}: need "
-                f"{self.task.min_len} <= eval.min_len <= eval.max_len."
+                f"form a range of lengths for task {self.task.name!r}: need "
+                f"{self.task.min_input_len} <= eval.min_len <= eval.max_len."
             )
         if self.eval.attention_len is not None:
             self._validate_attention_len(self.eval.attention_len)
         longest = max(self.task.train_max_len, self.eval_max_len)
-        if self.task.max_len is not None and longest > self.task.max_len:
+        if self.task.max_input_len is not None and longest > self.task.max_input_len:
             raise ConfigError(
-                f"Task {self.task.name!r} can generate inputs of at most {self.task.max_len} "
-                f"tokens with its parameters, but training or evaluation asks for {longest} "
-                f"(task.train_max_len={self.task.train_max_len}, "
-                f"eval.max_len={self.eval_max_len}). "
-                f"Lower them, or change the task's parameters (see its YAML)."
+                f"Task {self.task.name!r} can generate inputs of at most "
+                f"{self.task.max_input_len} tokens with its parameters, but training or "
+                f"evaluation asks for {longest} (task.train_max_len={self.task.train_max_len}, "
+                f"eval.max_len={self.eval_max_len}). Lower them, or change the task's parameters "
+                f"(see its YAML)."
             )
         # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
         train_positions = self.task.sequence_len(self.task.train_max_len)
@@ -129,10 +128,9 @@ class Settings:
             raise ConfigError(
                 f"task.train_max_len={self.task.train_max_len} needs {train_positions} positions "
                 f"(input plus answer slots), but encoding {self.encoding.name!r} represents only "
-                f"{self.encoding.max_positions}. Raise the encoding's limit (encoding.max_len for "
-                "a "
-                "learned table, encoding.max_position for randomized positions) or shorten "
-                "training."
+                f"{self.encoding.num_positions}. Raise the encoding's limit (encoding.table_size "
+                f"for a learned table, encoding.max_position for randomized positions) or "
+                f"shorten training."
             )
 
     def _validate_attention_len(self, length: int) -> None:
@@ -147,7 +145,7 @@ class Settings:
             raise ConfigError(
                 f"eval.attention_len={length} needs {self.task.sequence_len(length)} positions, "
                 f"more than encoding {self.encoding.name!r} represents "
-                f"({self.encoding.max_positions}); choose a shorter length, or null for the "
+                f"({self.encoding.num_positions}); choose a shorter length, or null for the "
                 f"longest it represents."
             )
 

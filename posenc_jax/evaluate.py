@@ -4,7 +4,7 @@ For each length n, `eval.examples_per_length` examples are drawn from a key that
 (eval.seed, n), so every run of a sweep is scored on the same examples; with randomized
 positions (`encoding.randomized`), their positions come from that key too (`positions.py`).
 Lengths are padded into buckets (train_max_len, 2×, 4×, ... up to max_len) and the padding is
-masked, so evaluation compiles one program per bucket — logarithmic in max_len — instead of
+masked, so evaluation compiles one program per bucket — logarithmic in eval.max_len — instead of
 one per length. Inside a program the examples run in chunks (`lax.map`) small enough that one
 layer's attention weights stay within `ATTENTION_ELEMENTS_PER_CHUNK`, so evaluating at 16× the
 training length fits in a laptop's memory; the examples themselves do not depend on the chunks.
@@ -43,11 +43,11 @@ from posenc_jax.tasks import Batch
 ATTENTION_ELEMENTS_PER_CHUNK = 2**25
 
 
-def length_buckets(train_max_len: int, max_len: int) -> list[int]:
-    """Padded input lengths used by evaluation: [train_max_len, 2×, 4×, ..., max_len]."""
-    buckets = [min(train_max_len, max_len)]
-    while buckets[-1] < max_len:
-        buckets.append(min(2 * buckets[-1], max_len))
+def length_buckets(train_max_len: int, eval_max_len: int) -> list[int]:
+    """Padded input lengths used by evaluation: [train_max_len, 2×, 4×, ..., eval_max_len]."""
+    buckets = [min(train_max_len, eval_max_len)]
+    while buckets[-1] < eval_max_len:
+        buckets.append(min(2 * buckets[-1], eval_max_len))
     return buckets
 
 

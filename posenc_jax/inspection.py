@@ -114,7 +114,7 @@ def position_similarity(
     if not spec.represents(length):
         raise ConfigError(
             f"length={length} needs positions up to {length - 1}, but encoding {spec.name!r} "
-            f"represents only {spec.max_positions}; choose length <= {spec.max_positions}."
+            f"represents only {spec.num_positions}; choose length <= {spec.num_positions}."
         )
     module = spec.build(model, nnx.Rngs(seed))
     positions = jnp.arange(length)[None]

@@ -29,7 +29,7 @@ def test_sinusoidal_worked_example_from_docstring():
 
 
 def test_learned_table_never_clamps_out_of_range_positions():
-    module = Learned(max_len=8).build(ModelConfig(d_model=4, num_heads=1), nnx.Rngs(0))
+    module = Learned(table_size=8).build(ModelConfig(d_model=4, num_heads=1), nnx.Rngs(0))
     x = jnp.zeros((1, 3, 4))
     inside = module.embed(x, jnp.array([[0, 5, 7]]))
     assert np.isfinite(inside).all()

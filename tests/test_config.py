@@ -62,7 +62,7 @@ def test_wrong_value_type_is_a_clear_error():
 
 def test_training_longer_than_a_learned_table_is_an_error():
     with pytest.raises(ConfigError, match=r"train_max_len=6 needs 7 positions.*represents only 4"):
-        make_settings("encoding=learned", "encoding.max_len=4")
+        make_settings("encoding=learned", "encoding.table_size=4")
 
 
 def test_log_interval_must_be_a_multiple_of_dispatch_size():
@@ -119,4 +119,4 @@ def test_attention_length_must_be_evaluated_and_representable():
     with pytest.raises(
         ConfigError, match=r"eval.attention_len=12 needs 13 positions.*'learned' represents \(8\)"
     ):
-        make_settings("encoding=learned", "encoding.max_len=8", "eval.attention_len=12")
+        make_settings("encoding=learned", "encoding.table_size=8", "eval.attention_len=12")

@@ -117,7 +117,7 @@ def test_finished_run_is_never_overwritten(finished_run):
 
 def test_not_representable_lengths_are_reported_not_clamped(tmp_path):
     # A 16-row table holds inputs up to length 15 (15 tokens + 1 answer slot = 16 positions).
-    settings = make_settings("encoding=learned", "encoding.max_len=16", "eval.max_len=20")
+    settings = make_settings("encoding=learned", "encoding.table_size=16", "eval.max_len=20")
     ev = run(settings, tmp_path, show_progress=False)["eval"]
     assert ev["not_representable"] == [16, 17, 18, 19, 20]
     assert ev["token_acc"][ev["lengths"].index(15)] is not None

@@ -33,7 +33,7 @@ def test_training_positions_are_sorted_distinct_and_in_range(encoding):
         f"encoding={encoding}",
         "task=reverse",
         *RANDOMIZED,
-        *(["encoding.max_len=64"] if encoding == "learned" else []),
+        *(["encoding.table_size=64"] if encoding == "learned" else []),
     )
     for step in range(3):
         plain, batch = _training_batch(settings, step)
@@ -82,7 +82,9 @@ def test_encodings_without_position_ids_refuse_and_say_why(encoding):
 
 
 def test_learned_table_must_cover_max_position():
-    with pytest.raises(ConfigError, match=r"encoding.max_len=512 rows.*encoding.max_len=2048"):
+    with pytest.raises(
+        ConfigError, match=r"encoding.table_size=512 rows.*encoding.table_size=2048"
+    ):
         make_settings("encoding=learned", "encoding.randomized=true")
 
 

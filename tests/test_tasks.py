@@ -221,7 +221,7 @@ def test_sampler_matches_plain_rule(name, params, causal):
 )
 def test_edge_lengths(name, length_choice, causal, seed):
     task = make_task({"name": name, "train_max_len": 16})
-    n = {"min": task.min_len, "train_max": 16, "eval_max": 64}[length_choice]
+    n = {"min": task.min_input_len, "train_max": 16, "eval_max": 64}[length_choice]
     batch = task.sample(jax.random.key(seed), jnp.full((8,), n, jnp.int32), 64, causal)
     _check_batch(task, batch, causal)
 

@@ -118,15 +118,15 @@ class EncodingSpec(Spec, abc.ABC):
     max_position: int = 2048  # Ruoss et al.'s L for randomized positions
 
     @property
-    def max_positions(self) -> int | None:
-        """How many positions (0 .. max_positions-1) the encoding can represent; None = any.
+    def num_positions(self) -> int | None:
+        """How many positions (0 .. num_positions-1) the encoding can represent; None = any.
 
         With randomized positions, sequences longer than max_position cannot be laid out."""
         return self.max_position if self.randomized else None
 
     def represents(self, num_positions: int) -> bool:
         """Whether positions 0 .. num_positions-1 all exist for this encoding."""
-        return self.max_positions is None or num_positions <= self.max_positions
+        return self.num_positions is None or num_positions <= self.num_positions
 
     def with_trained_length(self, trained_positions: int) -> EncodingSpec:
         """This spec with the parameters that default to the number of positions seen in

@@ -108,6 +108,6 @@ class Deberta(EncodingSpec):
             self.max_distance,
             self.c2p,
             self.p2c,
-            self.max_positions,
+            self.num_positions,
             rngs,
         )

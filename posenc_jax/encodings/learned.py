@@ -1,9 +1,9 @@
-"""Learned absolute positions: a trainable table of `max_len` rows added to the token embeddings
+"""Learned absolute positions: a trainable table of `table_size` rows added to the token embeddings
 (as in BERT and GPT-2; Gehring et al. 2017 for convolutional seq2seq).
 
-    x[b, t] += table[positions[b, t]],   table: [max_len, d_model]
+    x[b, t] += table[positions[b, t]],   table: [table_size, d_model]
 
-A position >= max_len has no row. JAX clamps out-of-range gathers by default, which would
+A position >= table_size has no row. JAX clamps out-of-range gathers by default, which would
 silently reuse the last row; here the gather fills NaN instead, so a misuse poisons the output
 visibly, and evaluation reports such lengths as not representable before running them.
 """
@@ -21,9 +21,9 @@ from posenc_jax.errors import ConfigError, require_at_least
 
 
 class LearnedEncoding(PositionalEncoding):
-    def __init__(self, max_len: int, d_model: int, init_std: float, rngs: nnx.Rngs):
+    def __init__(self, table_size: int, d_model: int, init_std: float, rngs: nnx.Rngs):
         init = jax.nn.initializers.normal(stddev=init_std)
-        self.table = nnx.Param(init(rngs.params(), (max_len, d_model)))
+        self.table = nnx.Param(init(rngs.params(), (table_size, d_model)))
 
     def embed(self, x: jax.Array, positions: jax.Array) -> jax.Array:
         rows = jnp.take(self.table[...], positions, axis=0, mode="fill", fill_value=jnp.nan)
@@ -34,23 +34,23 @@ class LearnedEncoding(PositionalEncoding):
 class Learned(EncodingSpec):
     name = "learned"
     family = "absolute"
-    max_len: int = 512  # BERT's table size
+    table_size: int = 512  # BERT's table size
     init_std: float = 0.02  # BERT/GPT-2 initialisation
 
     @property
-    def max_positions(self) -> int:
-        return self.max_len if not self.randomized else min(self.max_len, self.max_position)
+    def num_positions(self) -> int:
+        return self.table_size if not self.randomized else min(self.table_size, self.max_position)
 
     def validate(self, model) -> None:
         super().validate(model)
-        require_at_least("encoding.max_len", self.max_len, 1)
-        if self.randomized and self.max_len < self.max_position:
+        require_at_least("encoding.table_size", self.table_size, 1)
+        if self.randomized and self.table_size < self.max_position:
             raise ConfigError(
                 f"encoding.randomized=true draws positions up to encoding.max_position-1="
-                f"{self.max_position - 1}, but the learned table has only encoding.max_len="
-                f"{self.max_len} rows. Set encoding.max_len={self.max_position} (or lower "
+                f"{self.max_position - 1}, but the learned table has only encoding.table_size="
+                f"{self.table_size} rows. Set encoding.table_size={self.max_position} (or lower "
                 f"encoding.max_position)."
             )
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
-        return LearnedEncoding(self.max_len, model.d_model, self.init_std, rngs)
+        return LearnedEncoding(self.table_size, model.d_model, self.init_std, rngs)

@@ -42,22 +42,26 @@ OPERATOR = 2  # the `+` or `*` between the operands
 _DRAWS = 16  # candidate bit strings per operand, for a nonzero value (see `_operands`)
 
 
-def _nonzero_bits(key: jax.Array, lengths: jax.Array, max_len: int) -> jax.Array:
-    """Bit rows [B, max_len], uniform over the nonzero strings of each row's length (zero past it).
+def _nonzero_bits(key: jax.Array, lengths: jax.Array, padded_len: int) -> jax.Array:
+    """Bit rows [B, padded_len], uniform over the nonzero strings of each row's length (zero past
+    it).
 
     The first nonzero of 16 independent uniform draws; if all 16 are zero (probability 2^-16
     for one bit, where the only nonzero string is 1, and <= 2^-32 from two bits on), the
-    string 1 (lowest bit set). Columns are drawn one by one, so rows do not depend on max_len."""
+    string 1 (lowest bit set). Columns are drawn one by one, so rows do not depend on padded_len."""
     batch = lengths.shape[0]
-    index = jnp.arange(max_len)[None, :]
+    index = jnp.arange(padded_len)[None, :]
     inside = index < lengths[:, None]
     draws = (
         jnp.stack(
-            [uniform_tokens(jax.random.fold_in(key, r), batch, max_len, 2) for r in range(_DRAWS)],
+            [
+                uniform_tokens(jax.random.fold_in(key, r), batch, padded_len, 2)
+                for r in range(_DRAWS)
+            ],
             axis=1,
         )
         * inside[:, None]
-    )  # [B, draws, max_len]
+    )  # [B, draws, padded_len]
     found = draws.any(axis=2)
     chosen = jnp.take_along_axis(draws, jnp.argmax(found, axis=1)[:, None, None], axis=1)[:, 0]
     return jnp.where(found.any(axis=1)[:, None], chosen, (index == 0).astype(chosen.dtype))
@@ -73,7 +77,7 @@ def _operands(key: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]
 def _expression(
     a: jax.Array, b: jax.Array, first_len: jax.Array, operator: int = OPERATOR
 ) -> jax.Array:
-    """a, the operator, b laid out in one row: [B, max_len]."""
+    """a, the operator, b laid out in one row: [B, padded_len]."""
     index = jnp.arange(a.shape[1])[None, :]
     start = first_len[:, None] + 1
     b_here = gather_columns(b, index - start)
@@ -101,22 +105,25 @@ def _significant_length(digits: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class _BinaryOperation(TerminatedTask):
-    min_len = 3
+    min_input_len = 3
     vocab_size = 3  # 0, 1, the operator
 
     train_min_len: int = 3
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         split_key, a_key, b_key = jax.random.split(key, 3)
         first_len, second_len = _operands(split_key, lengths)
-        a, b = _nonzero_bits(a_key, first_len, max_len), _nonzero_bits(b_key, second_len, max_len)
+        a, b = (
+            _nonzero_bits(a_key, first_len, padded_len),
+            _nonzero_bits(b_key, second_len, padded_len),
+        )
         result = self.result_bits(a, b)
-        answers = self.terminated(result, _significant_length(result), self.answer_len(max_len))
+        answers = self.terminated(result, _significant_length(result), self.answer_len(padded_len))
         return _expression(a, b, first_len), answers
 
     @abc.abstractmethod
     def result_bits(self, a: jax.Array, b: jax.Array) -> jax.Array:
-        """Little-endian bits of the result of operands a, b [B, max_len] -> [B, width]."""
+        """Little-endian bits of the result of operands a, b [B, padded_len] -> [B, width]."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,11 +158,11 @@ class ComputeSqrt(TaskSpec):
     def answer_len(self, n):
         return (n + 1) // 2
 
-    def generate(self, key, lengths, max_len):
-        little = _nonzero_bits(key, lengths, max_len)  # x, least significant bit first
-        index = jnp.arange(max_len)[None, :]
+    def generate(self, key, lengths, padded_len):
+        little = _nonzero_bits(key, lengths, padded_len)  # x, least significant bit first
+        index = jnp.arange(padded_len)[None, :]
         content = jnp.where(index < lengths[:, None], reversed_prefix(little, lengths), 0)
-        root = integer_sqrt(little, self.answer_len(max_len))  # little-endian
+        root = integer_sqrt(little, self.answer_len(padded_len))  # little-endian
         return content, reversed_prefix(root, self.answer_len(lengths))
 
 
@@ -213,7 +220,7 @@ class Addition(TerminatedTask):
     the n answer slots; any slots after the terminator are padding)."""
 
     name = "addition"
-    min_len = 3
+    min_input_len = 3
     vocab_size = 11  # ten digits, then +
     terminator = 10
     train_min_len: int = 3
@@ -231,14 +238,14 @@ class Addition(TerminatedTask):
                 f"{list(DIGIT_ORDERS)}."
             )
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         split_key, a_key, b_key = jax.random.split(key, 3)
         first_len, second_len = _operands(split_key, lengths)
-        index = jnp.arange(max_len)[None, :]
+        index = jnp.arange(padded_len)[None, :]
         # Little-endian digits (zero past each operand's length) for the arithmetic.
-        a = uniform_tokens(a_key, batch, max_len, 10) * (index < first_len[:, None])
-        b = uniform_tokens(b_key, batch, max_len, 10) * (index < second_len[:, None])
+        a = uniform_tokens(a_key, batch, padded_len, 10) * (index < first_len[:, None])
+        b = uniform_tokens(b_key, batch, padded_len, 10) * (index < second_len[:, None])
         total = _propagate_carries(jnp.pad(a + b, ((0, 0), (0, 1))), base=10)
         digits = jnp.maximum(_significant_length(total), 1)  # 0 is written "0"
         if self.digit_order == "msd":
@@ -246,4 +253,4 @@ class Addition(TerminatedTask):
                 reversed_prefix(x, n) for x, n in ((a, first_len), (b, second_len), (total, digits))
             )
         content = _expression(a, b, first_len, operator=10)
-        return content, self.terminated(total, digits, self.answer_len(max_len))
+        return content, self.terminated(total, digits, self.answer_len(padded_len))

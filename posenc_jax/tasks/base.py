@@ -53,8 +53,10 @@ class TaskSpec(Spec, abc.ABC):
 
     # Class-level facts about a task (not user parameters). A task whose alphabet is a
     # parameter declares `vocab_size` as a dataclass field instead.
-    min_len: ClassVar[int] = 1  # the shortest input the rule is defined for
-    max_len: ClassVar[int | None] = None  # the longest input the task can generate (None: any)
+    min_input_len: ClassVar[int] = 1  # the shortest input the rule is defined for
+    max_input_len: ClassVar[int | None] = (
+        None  # the longest input the task can generate (None: any)
+    )
     # "classification" (one answer) or "sequence" (per-token answers)
     kind: ClassVar[str] = "sequence"
     vocab_size: ClassVar[int] = 16  # input tokens are 0 .. vocab_size-1
@@ -79,10 +81,10 @@ class TaskSpec(Spec, abc.ABC):
 
     @abc.abstractmethod
     def generate(
-        self, key: jax.Array, lengths: jax.Array, max_len: int
+        self, key: jax.Array, lengths: jax.Array, padded_len: int
     ) -> tuple[jax.Array, jax.Array]:
-        """Draw examples: lengths [B] -> content [B, max_len] in [0, vocab_size) and answers
-        [B, answer_len(max_len)] in [0, num_outputs). Entries past an example's length are
+        """Draw examples: lengths [B] -> content [B, padded_len] in [0, vocab_size) and answers
+        [B, answer_len(padded_len)] in [0, num_outputs). Entries past an example's length are
         ignored."""
 
     def sample_lengths(self, key: jax.Array, batch_size: int) -> jax.Array:
@@ -94,18 +96,18 @@ class TaskSpec(Spec, abc.ABC):
         them. Tasks whose answer ends with a terminator leave the padding after it unscored."""
         return None
 
-    def sample(self, key: jax.Array, lengths: jax.Array, max_len: int, causal: bool) -> Batch:
-        """A batch of examples with the given input lengths, padded to `max_len` (static)."""
-        content, answers = self.generate(key, lengths, max_len)
+    def sample(self, key: jax.Array, lengths: jax.Array, padded_len: int, causal: bool) -> Batch:
+        """A batch of examples with the given input lengths, padded to `padded_len` (static)."""
+        content, answers = self.generate(key, lengths, padded_len)
         return layout(
             content, answers, lengths, self.answer_len(lengths), causal, self.scored(answers)
         )
 
     def validate(self) -> None:
-        if not self.min_len <= self.train_min_len <= self.train_max_len:
+        if not self.min_input_len <= self.train_min_len <= self.train_max_len:
             raise ConfigError(
                 f"task.train_min_len={self.train_min_len} and task.train_max_len="
-                f"{self.train_max_len} must satisfy {self.min_len} <= train_min_len <= "
+                f"{self.train_max_len} must satisfy {self.min_input_len} <= train_min_len <= "
                 f"train_max_len for task {self.name!r}."
             )
         require_at_least("task.vocab_size", self.vocab_size, 2)
@@ -163,27 +165,27 @@ def reversed_prefix(values: jax.Array, lengths: jax.Array) -> jax.Array:
     return gather_columns(values, lengths[:, None] - 1 - index)
 
 
-def column_uniform(key: jax.Array, batch: int, max_len: int) -> jax.Array:
-    """[batch, max_len] float32 uniform on [0, 1), drawn column by column.
+def column_uniform(key: jax.Array, batch: int, padded_len: int) -> jax.Array:
+    """[batch, padded_len] float32 uniform on [0, 1), drawn column by column.
 
-    Column i comes from fold_in(key, i), so the first n columns do not depend on max_len: an
+    Column i comes from fold_in(key, i), so the first n columns do not depend on padded_len: an
     example of length n is the same whatever bucket evaluation pads it into.
     """
 
     def draw(i):
         return jax.random.uniform(jax.random.fold_in(key, i), (batch,))
 
-    return jax.vmap(draw, out_axes=1)(jnp.arange(max_len))
+    return jax.vmap(draw, out_axes=1)(jnp.arange(padded_len))
 
 
-def uniform_tokens(key: jax.Array, batch: int, max_len: int, vocab_size: int) -> jax.Array:
-    """[batch, max_len] int32 tokens uniform on [0, vocab_size), drawn column by column like
-    `column_uniform`, so they do not depend on max_len either."""
+def uniform_tokens(key: jax.Array, batch: int, padded_len: int, vocab_size: int) -> jax.Array:
+    """[batch, padded_len] int32 tokens uniform on [0, vocab_size), drawn column by column like
+    `column_uniform`, so they do not depend on padded_len either."""
 
     def draw(i):
         return jax.random.randint(jax.random.fold_in(key, i), (batch,), 0, vocab_size)
 
-    return jax.vmap(draw, out_axes=1)(jnp.arange(max_len)).astype(jnp.int32)
+    return jax.vmap(draw, out_axes=1)(jnp.arange(padded_len)).astype(jnp.int32)
 
 
 def layout(
@@ -198,9 +200,9 @@ def layout(
 
     `scored` [B, M] bool marks the answers that count (default: all); the others still occupy
     their slots, as inputs in decoder mode, but are not targets."""
-    batch, max_len = content.shape
+    batch, padded_len = content.shape
     max_answers = answers.shape[1]
-    slot = jnp.arange(max_len + max_answers)[None, :]
+    slot = jnp.arange(padded_len + max_answers)[None, :]
     n = lengths[:, None]
     is_content = slot < n
     answer_index = slot - n  # j for the slot holding target y_{j+1}

@@ -36,19 +36,19 @@ class StackManipulation(TerminatedTask):
     def answer_len(self, n):
         return n + 1
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         split_key, bit_key, action_key = jax.random.split(key, 3)
         stack_len = jax.random.randint(
             split_key, (batch,), 1, jnp.maximum(lengths, 2)
         )  # [1, n − 1]
-        index = jnp.arange(max_len)[None, :]
-        bits = uniform_tokens(bit_key, batch, max_len, 2)
-        actions = POP + uniform_tokens(action_key, batch, max_len, 3)
+        index = jnp.arange(padded_len)[None, :]
+        bits = uniform_tokens(bit_key, batch, padded_len, 2)
+        actions = POP + uniform_tokens(action_key, batch, padded_len, 3)
         content = jnp.where(index < stack_len[:, None], bits, actions)
         stack, size = run_stack(content, stack_len, lengths)
         top_first = reversed_prefix(stack, size)
-        return content, self.terminated(top_first, size, self.answer_len(max_len))
+        return content, self.terminated(top_first, size, self.answer_len(padded_len))
 
 
 def run_stack(
@@ -56,10 +56,10 @@ def run_stack(
 ) -> tuple[jax.Array, jax.Array]:
     """Push the first stack_len tokens, then apply the actions up to the length.
 
-    -> the stack bottom first [B, max_len] (entries at and above `size` are stale) and its
+    -> the stack bottom first [B, padded_len] (entries at and above `size` are stale) and its
     size [B]."""
-    batch, max_len = content.shape
-    slots = jnp.arange(max_len)[None, :]
+    batch, padded_len = content.shape
+    slots = jnp.arange(padded_len)[None, :]
 
     def step(state, i):
         stack, size = state
@@ -72,7 +72,7 @@ def run_stack(
         return (stack, size), None
 
     start = (jnp.zeros_like(content), jnp.zeros((batch,), jnp.int32))
-    (stack, size), _ = jax.lax.scan(step, start, jnp.arange(max_len))
+    (stack, size), _ = jax.lax.scan(step, start, jnp.arange(padded_len))
     return stack, size
 
 
@@ -93,22 +93,22 @@ class ModularArithmeticBrackets(ModularTask):
     def vocab_size(self) -> int:
         return self.modulus + 5  # residues, then + − * ( )
 
-    def generate(self, key, lengths, max_len):
-        content = bracket_expressions(key, lengths, max_len, self.modulus, self.multiplication)
+    def generate(self, key, lengths, padded_len):
+        content = bracket_expressions(key, lengths, padded_len, self.modulus, self.multiplication)
         return content, evaluate_brackets(content, lengths, self.modulus)[:, None]
 
 
-def bracket_expressions(key, lengths, max_len, modulus, multiplication):
+def bracket_expressions(key, lengths, padded_len, modulus, multiplication):
     """Expressions of exactly n tokens from the grammar above, written one token per step.
 
     A stack holds what is still to be written: a token (>= 0) or an expression of length L
     (stored as −L). Each step pops one item and writes one token; an expression writes its
     first token and pushes the rest, last part first, so the stack never holds more items than
     tokens remain. Draws of step t come from fold_in(key, t), so an example does not depend on
-    max_len. [B, max_len] int32."""
+    padded_len. [B, padded_len] int32."""
     plus, minus, _, open_, close = (modulus + i for i in range(5))
     batch = lengths.shape[0]
-    depth = jnp.arange(max_len + 1)[None, :]
+    depth = jnp.arange(padded_len + 1)[None, :]
 
     def step(state, t):
         stack, size = state
@@ -138,20 +138,20 @@ def bracket_expressions(key, lengths, max_len, modulus, multiplication):
         return (stack, size), jnp.where(active, token, 0)
 
     stack = jnp.where(depth == 0, -lengths[:, None], 0)
-    _, tokens = jax.lax.scan(step, (stack, jnp.ones((batch,), jnp.int32)), jnp.arange(max_len))
+    _, tokens = jax.lax.scan(step, (stack, jnp.ones((batch,), jnp.int32)), jnp.arange(padded_len))
     return tokens.T.astype(jnp.int32)
 
 
 def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> jax.Array:
-    """Value mod `modulus` of expressions from `bracket_expressions`: [B, max_len] -> [B] int32.
+    """Value mod `modulus` of expressions from `bracket_expressions`: [B, padded_len] -> [B] int32.
 
     Left to right with a stack of values and a stack of open brackets and operators. A − is
     unary when it starts the expression or follows ( or an operator; a digit pushes its value
     (negated after a unary −); ) applies the operator above its bracket, if any, to the two
     values on top, then drops the bracket."""
     plus, minus, times, open_, close = (modulus + i for i in range(5))
-    batch, max_len = tokens.shape
-    depth = jnp.arange(max_len + 1)[None, :]
+    batch, padded_len = tokens.shape
+    depth = jnp.arange(padded_len + 1)[None, :]
 
     def top(stack, size, below=0):
         return jnp.take_along_axis(stack, jnp.maximum(size - 1 - below, 0)[:, None], axis=1)[:, 0]
@@ -194,7 +194,7 @@ def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> ja
         previous = jnp.where(active, token, previous)
         return (values, n_values, marks, n_marks, negate, previous), None
 
-    zeros = jnp.zeros((batch, max_len + 1), jnp.int32)
+    zeros = jnp.zeros((batch, padded_len + 1), jnp.int32)
     counts = jnp.zeros((batch,), jnp.int32)
     start = (
         zeros,
@@ -204,7 +204,7 @@ def evaluate_brackets(tokens: jax.Array, lengths: jax.Array, modulus: int) -> ja
         jnp.zeros((batch,), bool),
         jnp.full((batch,), -1, jnp.int32),
     )
-    (values, n_values, *_), _ = jax.lax.scan(step, start, jnp.arange(max_len))
+    (values, n_values, *_), _ = jax.lax.scan(step, start, jnp.arange(padded_len))
     return top(values, n_values).astype(jnp.int32)
 
 
@@ -217,24 +217,24 @@ class SolveEquation(ModularTask):
     uniformly drawn position (cyclically)."""
 
     name = "solve_equation"
-    min_len = 3  # a residue, =, the value
+    min_input_len = 3  # a residue, =, the value
     train_min_len: int = 3
 
     @property
     def vocab_size(self) -> int:
         return self.modulus + 7  # residues, + − * ( ), then x and =
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         expression_key, place_key = jax.random.split(key)
         size = lengths - 2
-        expression = bracket_expressions(expression_key, size, max_len, self.modulus, False)
+        expression = bracket_expressions(expression_key, size, padded_len, self.modulus, False)
         value = evaluate_brackets(expression, size, self.modulus)
-        index = jnp.arange(max_len)[None, :]
+        index = jnp.arange(padded_len)[None, :]
         is_residue = (expression < self.modulus) & (index < size[:, None])
         start = jax.random.randint(place_key, (lengths.shape[0], 1), 0, size[:, None])
         # The first residue at or after `start`, cyclically: the residue with the smallest
         # cyclic distance from it.
-        distance = jnp.where(is_residue, (index - start) % size[:, None], max_len)
+        distance = jnp.where(is_residue, (index - start) % size[:, None], padded_len)
         hidden = jnp.argmin(distance, axis=1)[:, None]
         unknown, equals = self.modulus + 5, self.modulus + 6
         content = jnp.where(index == hidden, unknown, expression)

@@ -30,9 +30,9 @@ class DuplicateString(TaskSpec):
     def answer_len(self, n):
         return 2 * n
 
-    def generate(self, key, lengths, max_len):
-        content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)
-        slot = jnp.arange(2 * max_len)[None, :]
+    def generate(self, key, lengths, padded_len):
+        content = uniform_tokens(key, lengths.shape[0], padded_len, self.vocab_size)
+        slot = jnp.arange(2 * padded_len)[None, :]
         return content, gather_columns(content, slot % lengths[:, None])
 
 
@@ -41,9 +41,9 @@ class OddsFirst(TaskSpec):
     name = "odds_first"
     vocab_size: int = 2  # the paper's binary alphabet
 
-    def generate(self, key, lengths, max_len):
-        content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)
-        slot = jnp.arange(max_len)[None, :]
+    def generate(self, key, lengths, padded_len):
+        content = uniform_tokens(key, lengths.shape[0], padded_len, self.vocab_size)
+        slot = jnp.arange(padded_len)[None, :]
         first_half = (lengths[:, None] + 1) // 2  # s1, s3, … : 0-based indices 0, 2, 4, …
         source = jnp.where(slot < first_half, 2 * slot, 2 * (slot - first_half) + 1)
         return content, gather_columns(content, source)
@@ -54,9 +54,9 @@ class BucketSort(TaskSpec):
     name = "bucket_sort"
     vocab_size: int = 5  # Delétang et al.'s value
 
-    def generate(self, key, lengths, max_len):
-        content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)
-        inside = jnp.arange(max_len)[None, :] < lengths[:, None]
+    def generate(self, key, lengths, padded_len):
+        content = uniform_tokens(key, lengths.shape[0], padded_len, self.vocab_size)
+        inside = jnp.arange(padded_len)[None, :] < lengths[:, None]
         # Padding sorts after every real token, so the first n answers are the sorted input.
         return content, jnp.sort(jnp.where(inside, content, self.vocab_size), axis=1)
 
@@ -67,17 +67,17 @@ MISSING, FILLER = 2, 3  # the placeholder of the removed symbol, and the odd-len
 @dataclasses.dataclass(frozen=True)
 class MissingDuplicate(ClassificationTask):
     name = "missing_duplicate"
-    min_len = 2
+    min_input_len = 2
     vocab_size = 4  # 0, 1, the placeholder, the pad
 
     train_min_len: int = 2
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         bit_key, missing_key = jax.random.split(key)
-        bits = uniform_tokens(bit_key, batch, max_len, 2)
+        bits = uniform_tokens(bit_key, batch, padded_len, 2)
         half = (lengths // 2)[:, None]
-        slot = jnp.arange(max_len)[None, :]
+        slot = jnp.arange(padded_len)[None, :]
         doubled = gather_columns(bits, slot % half)  # w w, then garbage past 2·half
         missing = jax.random.randint(missing_key, (batch, 1), 0, 2 * half)
         content = jnp.where(slot == missing, MISSING, jnp.where(slot < 2 * half, doubled, FILLER))

@@ -21,8 +21,8 @@ class Copy(TaskSpec):
     name = "copy"
     vocab_size: int = 16
 
-    def generate(self, key, lengths, max_len):
-        content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)
+    def generate(self, key, lengths, padded_len):
+        content = uniform_tokens(key, lengths.shape[0], padded_len, self.vocab_size)
         return content, content
 
 
@@ -31,8 +31,8 @@ class Reverse(TaskSpec):
     name = "reverse"
     vocab_size: int = 16
 
-    def generate(self, key, lengths, max_len):
-        content = uniform_tokens(key, lengths.shape[0], max_len, self.vocab_size)
+    def generate(self, key, lengths, padded_len):
+        content = uniform_tokens(key, lengths.shape[0], padded_len, self.vocab_size)
         # answer j is content[n-1-j]; the clip only affects j >= n, which the layout masks out.
-        source = jnp.clip(lengths[:, None] - 1 - jnp.arange(max_len)[None, :], 0, max_len - 1)
+        source = jnp.clip(lengths[:, None] - 1 - jnp.arange(padded_len)[None, :], 0, padded_len - 1)
         return content, jnp.take_along_axis(content, source, axis=1)

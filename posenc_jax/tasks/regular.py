@@ -33,9 +33,9 @@ class EvenPairs(ClassificationTask):
     name = "even_pairs"
     vocab_size = 2
 
-    def generate(self, key, lengths, max_len):
-        bits = uniform_tokens(key, lengths.shape[0], max_len, 2)
-        pair = jnp.arange(max_len - 1)[None, :] < lengths[:, None] - 1
+    def generate(self, key, lengths, padded_len):
+        bits = uniform_tokens(key, lengths.shape[0], padded_len, 2)
+        pair = jnp.arange(padded_len - 1)[None, :] < lengths[:, None] - 1
         unequal = (bits[:, :-1] != bits[:, 1:]) & pair
         return bits, (unequal.sum(axis=1) % 2)[:, None].astype(jnp.int32)
 
@@ -45,9 +45,9 @@ class Parity(ClassificationTask):
     name = "parity"
     vocab_size = 2
 
-    def generate(self, key, lengths, max_len):
-        bits = uniform_tokens(key, lengths.shape[0], max_len, 2)
-        inside = jnp.arange(max_len)[None, :] < lengths[:, None]
+    def generate(self, key, lengths, padded_len):
+        bits = uniform_tokens(key, lengths.shape[0], padded_len, 2)
+        inside = jnp.arange(padded_len)[None, :] < lengths[:, None]
         return bits, (jnp.where(inside, bits, 0).sum(axis=1) % 2)[:, None].astype(jnp.int32)
 
 
@@ -65,9 +65,9 @@ class CycleNavigation(ClassificationTask):
         super().validate()
         require_at_least("task.cycle_length", self.cycle_length, 2)
 
-    def generate(self, key, lengths, max_len):
-        moves = uniform_tokens(key, lengths.shape[0], max_len, 3)
-        inside = jnp.arange(max_len)[None, :] < lengths[:, None]
+    def generate(self, key, lengths, padded_len):
+        moves = uniform_tokens(key, lengths.shape[0], padded_len, 3)
+        inside = jnp.arange(padded_len)[None, :] < lengths[:, None]
         final = jnp.where(inside, moves - 1, 0).sum(axis=1) % self.cycle_length
         return moves, final[:, None].astype(jnp.int32)
 
@@ -98,12 +98,12 @@ class ModularArithmetic(ModularTask):
     def vocab_size(self) -> int:
         return self.modulus + 4  # residues, then +, −, *, _
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         residue_key, operator_key = jax.random.split(key)
-        residues = uniform_tokens(residue_key, batch, max_len, self.modulus)
-        operators = uniform_tokens(operator_key, batch, max_len, 3)  # +, −, *
-        index = jnp.arange(max_len)[None, :]
+        residues = uniform_tokens(residue_key, batch, padded_len, self.modulus)
+        operators = uniform_tokens(operator_key, batch, padded_len, 3)  # +, −, *
+        index = jnp.arange(padded_len)[None, :]
         last_operator_slot = (index == lengths[:, None] - 1) & (index % 2 == 1)
         operators = jnp.where(last_operator_slot, BLANK, operators)
         content = jnp.where(index % 2 == 0, residues, self.modulus + operators)
@@ -117,7 +117,7 @@ def evaluate_modular(
 
     Left to right, keeping (sum of finished terms, current product): * multiplies the product;
     + and − finish it and start a new one from ±r. Slots past the length, and everything from
-    a blank on, change nothing. [batch, max_len] -> [batch] int32."""
+    a blank on, change nothing. [batch, padded_len] -> [batch] int32."""
     terms = (lengths + 1) // 2  # residues present (a trailing blank ends the expression)
 
     def step(carry, k):
@@ -134,7 +134,7 @@ def evaluate_modular(
         ), None
 
     first = residues[:, 0]
-    # k runs over the residue slots 2k <= max_len - 1, so every read is in range.
+    # k runs over the residue slots 2k <= padded_len - 1, so every read is in range.
     later_residues = jnp.arange(1, (residues.shape[1] + 1) // 2)
     (total, product), _ = jax.lax.scan(step, (jnp.zeros_like(first), first), later_residues)
     return ((total + product) % modulus).astype(jnp.int32)

@@ -27,7 +27,7 @@ from posenc_jax.tasks.base import ClassificationTask, TaskSpec, gather_columns, 
 @dataclasses.dataclass(frozen=True)
 class AssociativeRecall(ClassificationTask):
     name = "associative_recall"
-    min_len = 3  # one pair and the query
+    min_input_len = 3  # one pair and the query
 
     train_min_len: int = 3
     num_keys: int = 64  # distinct keys: enough pairs for 4x the default training length
@@ -42,7 +42,7 @@ class AssociativeRecall(ClassificationTask):
         return self.num_values
 
     @property
-    def max_len(self) -> int:
+    def max_input_len(self) -> int:
         return 2 * self.num_keys + 2
 
     def validate(self) -> None:
@@ -50,7 +50,7 @@ class AssociativeRecall(ClassificationTask):
         require_at_least("task.num_keys", self.num_keys, 1)
         require_at_least("task.num_values", self.num_values, 2)
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         order_key, value_key, query_key = jax.random.split(key, 3)
         pairs = (lengths - 1) // 2
@@ -58,11 +58,11 @@ class AssociativeRecall(ClassificationTask):
         keys = jnp.argsort(jax.random.uniform(order_key, (batch, self.num_keys)), axis=1).astype(
             jnp.int32
         )
-        values = uniform_tokens(value_key, batch, max_len, self.num_values)  # pair j: column j
+        values = uniform_tokens(value_key, batch, padded_len, self.num_values)  # pair j: column j
         query = jax.random.randint(query_key, (batch,), 0, pairs)  # which pair is asked for
         offset = (lengths % 2 == 0).astype(jnp.int32)[:, None]  # the filler of even lengths
-        slot = jnp.arange(max_len)[None, :] - offset
-        pair = jnp.clip(slot // 2, 0, max_len - 1)
+        slot = jnp.arange(padded_len)[None, :] - offset
+        pair = jnp.clip(slot // 2, 0, padded_len - 1)
         pair_key = gather_columns(keys, pair)
         pair_value = self.num_keys + jnp.take_along_axis(values, pair, axis=1)
         query_token = jnp.take_along_axis(keys, query[:, None], axis=1)
@@ -100,7 +100,7 @@ class Count(TaskSpec):
     at every length, so longer inputs need no unseen output classes."""
 
     name = "count"
-    min_len = 2
+    min_input_len = 2
     train_min_len: int = 2
     vocab_size: int = 16
 
@@ -111,16 +111,18 @@ class Count(TaskSpec):
     def answer_len(self, n):
         return decimal_width(n - 1)
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         token_key, query_key = jax.random.split(key)
-        tokens = uniform_tokens(token_key, batch, max_len, self.vocab_size)
+        tokens = uniform_tokens(token_key, batch, padded_len, self.vocab_size)
         query = jax.random.randint(query_key, (batch, 1), 0, self.vocab_size)
-        index = jnp.arange(max_len)[None, :]
+        index = jnp.arange(padded_len)[None, :]
         before_query = index < lengths[:, None] - 1
         count = jnp.sum((tokens == query) & before_query, axis=1)
         content = jnp.where(index == lengths[:, None] - 1, query, tokens)
-        answers = decimal_digits(count, decimal_width(lengths - 1))[:, : self.answer_len(max_len)]
+        answers = decimal_digits(count, decimal_width(lengths - 1))[
+            :, : self.answer_len(padded_len)
+        ]
         return content, answers
 
 
@@ -132,7 +134,7 @@ class IndexLookup(ClassificationTask):
     ten digit symbols at every length, so longer inputs need no unseen input symbols."""
 
     name = "index_lookup"
-    min_len = 3  # one token, the separator, one digit
+    min_input_len = 3  # one token, the separator, one digit
     train_min_len: int = 3
     num_symbols: int = 16  # content symbols (and answer classes); the separator and digits follow
 
@@ -148,15 +150,15 @@ class IndexLookup(ClassificationTask):
         super().validate()
         require_at_least("task.num_symbols", self.num_symbols, 2)
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         token_key, index_key = jax.random.split(key)
-        tokens = uniform_tokens(token_key, batch, max_len, self.num_symbols)
+        tokens = uniform_tokens(token_key, batch, padded_len, self.num_symbols)
         width = decimal_width(lengths)
         stored = (lengths - 1 - width)[:, None]
         asked = jax.random.randint(index_key, (batch, 1), 0, stored)
         digits = decimal_digits(asked[:, 0], width)  # [B, 10]
-        slot = jnp.arange(max_len)[None, :]
+        slot = jnp.arange(padded_len)[None, :]
         digit_here = gather_columns(digits, slot - stored - 1)
         separator = self.num_symbols
         content = jnp.where(

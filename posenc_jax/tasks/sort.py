@@ -27,7 +27,7 @@ class Sort(TaskSpec):
     digits: int = 2
 
     @property
-    def min_len(self) -> int:
+    def min_input_len(self) -> int:
         return self.digits  # one number
 
     @property
@@ -42,12 +42,12 @@ class Sort(TaskSpec):
             raise ConfigError(f"task.digits={self.digits} must be between 1 and 9.")
         super().validate()
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         k = self.digits
         count = lengths // k
-        numbers = uniform_tokens(key, batch, max_len, 10**k)  # number j: column j
-        index = jnp.arange(max_len)[None, :]
+        numbers = uniform_tokens(key, batch, padded_len, 10**k)  # number j: column j
+        index = jnp.arange(padded_len)[None, :]
         # Past the count, numbers sort last (10^k) and only fill unscored slots.
         ordered = jnp.sort(jnp.where(index < count[:, None], numbers, 10**k), axis=1)
         fill = (lengths % k)[:, None]
@@ -60,4 +60,6 @@ class Sort(TaskSpec):
 
         content = jnp.where(index < fill, FILLER, digit_at(numbers, fill))
         answers = digit_at(ordered, 0)
-        return content.astype(jnp.int32), answers[:, : self.answer_len(max_len)].astype(jnp.int32)
+        return content.astype(jnp.int32), answers[:, : self.answer_len(padded_len)].astype(
+            jnp.int32
+        )

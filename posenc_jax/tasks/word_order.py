@@ -29,18 +29,18 @@ from posenc_jax.tasks.base import ClassificationTask, column_uniform
 @dataclasses.dataclass(frozen=True)
 class WordOrder(ClassificationTask):
     name = "word_order"
-    min_len = 2  # a swap needs two tokens
+    min_input_len = 2  # a swap needs two tokens
 
     train_min_len: int = 2
     vocab_size: int = 16
 
-    def generate(self, key, lengths, max_len):
+    def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         swap_key, cut_key, token_key = jax.random.split(key, 3)
-        index = jnp.arange(max_len)[None, :]
+        index = jnp.arange(padded_len)[None, :]
         swap_at = jax.random.randint(swap_key, (batch, 1), 0, lengths[:, None] - 1)
         cut = jax.random.randint(cut_key, (batch, 1), 1, self.vocab_size)
-        unit = column_uniform(token_key, batch, max_len)
+        unit = column_uniform(token_key, batch, padded_len)
         left = index <= swap_at
         low = jnp.where(left, 0, cut)
         high = jnp.where(left, cut, self.vocab_size)
