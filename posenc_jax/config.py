@@ -17,26 +17,37 @@ from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import construct
 from posenc_jax.tasks import TaskSpec, make_task
 
+# Warm-up steps by default: enough for Adam's second moments to settle on this model size.
+DEFAULT_WARMUP_STEPS = 200
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warm-up, cosine decay and global-norm gradient clipping."""
 
     learning_rate: float = 1e-3
-    warmup_steps: int = 200
+    # None: DEFAULT_WARMUP_STEPS, capped at a tenth of the run so that a short run just works.
+    warmup_steps: int | None = None
     final_lr_ratio: float = 0.0
     weight_decay: float = 0.01
     b1: float = 0.9
     b2: float = 0.98
     grad_clip: float = 1.0
 
+    def warmup(self, total_steps: int) -> int:
+        """The warm-up length: warmup_steps if given, else min(DEFAULT_WARMUP_STEPS,
+        total_steps // 10)."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(DEFAULT_WARMUP_STEPS, total_steps // 10)
+
     def validate(self, total_steps: int) -> None:
         require_positive("optim.learning_rate", self.learning_rate)
-        if not 0 <= self.warmup_steps <= total_steps:
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= total_steps:
             raise ConfigError(
-                f"optim.warmup_steps={self.warmup_steps} must lie in [0, "
-                f"train.steps={total_steps}]; "
-                f"for a short run, lower it too (e.g. optim.warmup_steps={total_steps // 10})."
+                f"optim.warmup_steps={self.warmup_steps} must lie in [0, train.steps="
+                f"{total_steps}]; lower it (e.g. optim.warmup_steps={total_steps // 10}), or "
+                f"leave it unset (null) for min({DEFAULT_WARMUP_STEPS}, train.steps // 10)."
             )
         if not 0.0 <= self.final_lr_ratio <= 1.0:
             raise ConfigError(f"optim.final_lr_ratio={self.final_lr_ratio} must lie in [0, 1].")
@@ -150,7 +161,7 @@ class Settings:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view, with the derived eval range filled in."""
+        """A JSON-ready view, with the derived values (eval range, warm-up) filled in."""
         out = {
             "seed": self.seed,
             "model": dataclasses.asdict(self.model),
@@ -161,6 +172,7 @@ class Settings:
             "eval": dataclasses.asdict(self.eval),
         }
         out["eval"].update(min_len=self.eval_min_len, max_len=self.eval_max_len)
+        out["optim"]["warmup_steps"] = self.optim.warmup(self.train.steps)
         return out
 
 

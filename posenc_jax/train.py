@@ -41,7 +41,7 @@ def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedu
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=optim.learning_rate,
-        warmup_steps=optim.warmup_steps,
+        warmup_steps=optim.warmup(total_steps),
         decay_steps=total_steps,
         end_value=optim.learning_rate * optim.final_lr_ratio,
     )

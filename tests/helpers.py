@@ -19,7 +19,6 @@ FAST = [
     "train.batch_size=16",
     "train.log_every=10",
     "train.steps_per_dispatch=5",
-    "optim.warmup_steps=5",
     "model.d_model=32",
     "task.train_max_len=6",
     "eval.max_len=12",

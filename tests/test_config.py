@@ -120,3 +120,17 @@ def test_attention_length_must_be_evaluated_and_representable():
         ConfigError, match=r"eval.attention_len=12 needs 13 positions.*'learned' represents \(8\)"
     ):
         make_settings("encoding=learned", "encoding.table_size=8", "eval.attention_len=12")
+
+
+def test_a_short_run_works_with_the_default_warmup():
+    """`posenc-train train.steps=20` must just run: the default warm-up is capped at a tenth."""
+    short = make_settings("train.steps=20", fast=False)
+    assert short.optim.warmup_steps is None and short.optim.warmup(20) == 2
+    assert short.to_dict()["optim"]["warmup_steps"] == 2  # recorded in config.yaml
+    assert make_settings(fast=False).to_dict()["optim"]["warmup_steps"] == 200  # 3000 steps
+
+
+def test_an_explicit_warmup_longer_than_the_run_is_a_clear_error():
+    expected = r"optim.warmup_steps=50 must lie in \[0, train.steps=20\].*leave it unset \(null\)"
+    with pytest.raises(ConfigError, match=expected):
+        make_settings("train.steps=20", "optim.warmup_steps=50")
