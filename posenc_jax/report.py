@@ -25,7 +25,7 @@ def format_table(evaluation: dict[str, Any], title: str = "", columns: int = 4) 
         f"{n:4d}{'*' if n > train_max else ' '} " + " ".join(_fmt(v[i]) for v in per_length)
         for i, n in enumerate(evaluation["lengths"])
     ]
-    header = "  len  " + " ".join(f"{metric.column:>5}" for metric in metrics.PER_LENGTH)
+    header = "  len " + " ".join(f"{metric.column:>5}" for metric in metrics.PER_LENGTH)
     lines = [title] if title else []
     lines.append("   |".join([header] * min(columns, len(cells))))
     rows = (len(cells) + columns - 1) // columns
