@@ -72,6 +72,21 @@ def init_state(settings: Settings) -> tuple[nnx.GraphDef, TrainState, optax.Grad
     return graphdef, state, optimizer
 
 
+def abstract_init_state(
+    settings: Settings,
+) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformation]:
+    """`init_state` with every array a jax.ShapeDtypeStruct: the state's shapes and dtypes (weak
+    types included), traced without computing or compiling anything."""
+    static = {}
+
+    def state_only() -> TrainState:
+        static["graphdef"], state, static["optimizer"] = init_state(settings)
+        return state
+
+    state = jax.eval_shape(state_only)
+    return static["graphdef"], state, static["optimizer"]
+
+
 def training_batch(settings: Settings, data_key: jax.Array, step: jax.Array) -> Batch:
     """The batch of training step `step`: a pure function of (data_key, step)."""
     task = settings.task

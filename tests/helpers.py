@@ -3,6 +3,8 @@ Settings, and encodings with perturbed parameters."""
 
 from __future__ import annotations
 
+import sys
+
 import jax
 from flax import nnx
 from hydra import compose, initialize_config_dir
@@ -69,3 +71,26 @@ def perturbed_encoding(
     if perturb:
         perturb_parameters(module, 0.1, 1)
     return module
+
+
+def run_in_process(command, argv: list[str], capsys, hydra: bool = True) -> tuple[int, str, str]:
+    """Run a console-script entry point (`posenc_jax.cli.main`, ...) in this process with
+    `argv`, as the shell would: returns (exit status, stdout, stderr). In-process, so that a
+    test pays no second JAX import; `test_cli_trains_decoder_and_prints_table` runs the real
+    executable once.
+
+    For a Hydra command (`hydra=True`), Hydra is told to leave logging alone: configuring it
+    would close the handlers that pytest captures logs with."""
+    if hydra:
+        argv = [*argv, "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    saved_argv = sys.argv
+    sys.argv = ["posenc", *argv]
+    try:
+        command()
+        status = 0
+    except SystemExit as exit:
+        status = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+    out, err = capsys.readouterr()
+    return status, out, err

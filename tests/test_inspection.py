@@ -1,16 +1,15 @@
 """posenc-inspect: pictures for every encoding, and what they must show."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from posenc_jax.cli import inspect_main
 from posenc_jax.encodings import alibi_slopes, available, make_encoding, rope_frequencies
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import inspect_encoding, position_similarity, rope_decay_bound
 from posenc_jax.model_config import ModelConfig
+
+from helpers import run_in_process
 
 MODEL = ModelConfig()  # the default small model: 4 heads of 16 dimensions
 
@@ -63,24 +62,11 @@ def test_length_beyond_a_learned_table_is_a_clear_error(tmp_path):
         inspect_encoding(make_encoding({"name": "learned"}), MODEL, 600, 12, tmp_path)
 
 
-def test_cli_writes_pictures(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from posenc_jax.cli import inspect_main; inspect_main()",
-            "encoding=xpos",
-            "length=40",
-            "trained_len=10",
-            f"out_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "scaling rules extending trained_len=10 to length=40" in done.stdout
+def test_cli_writes_pictures(tmp_path, capsys):
+    argv = ["encoding=xpos", "length=40", "trained_len=10", f"out_dir={tmp_path}"]
+    status, out, err = run_in_process(inspect_main, argv, capsys)
+    assert status == 0, err
+    assert "scaling rules extending trained_len=10 to length=40" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "decay.png",
         "scaling.png",

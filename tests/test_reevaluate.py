@@ -1,19 +1,17 @@
 """posenc-eval: a trained run evaluated again, from its checkpoint and its own config."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from posenc_jax.cli import evaluate_main
 from posenc_jax.errors import ConfigError
 from posenc_jax.reevaluate import default_tag, reevaluate
 from posenc_jax.run import run
 
-from helpers import make_settings
+from helpers import make_settings, run_in_process
 
 # The one entry of the `eval` section that measures this machine, not the model.
 TIMING = {"wall_s"}
@@ -134,24 +132,13 @@ def test_a_folder_without_a_finished_run_is_a_clear_error(tmp_path):
         reevaluate(tmp_path)
 
 
-def test_cli_reports_bad_input_in_one_paragraph(trained_run):
+def test_cli_reports_bad_input_in_one_paragraph(trained_run, capsys):
     run_dir, _ = trained_run
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from posenc_jax.cli import evaluate_main; evaluate_main()",
-            f"run_dir={run_dir}",
-            "model.num_layers=3",
-        ],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=300,
-    )
-    assert done.returncode == 2
-    assert done.stderr.startswith("posenc-eval: A re-evaluation cannot change ['model.num_layers']")
-    assert "Traceback" not in done.stderr
+    argv = [f"run_dir={run_dir}", "model.num_layers=3"]
+    status, _, err = run_in_process(evaluate_main, argv, capsys, hydra=False)
+    assert status == 2
+    assert err.startswith("posenc-eval: A re-evaluation cannot change ['model.num_layers']")
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,20 @@
-"""Every encoding and every task trains a few steps in encoder and decoder mode, through the path
-users take (Hydra compose -> Settings -> train), with a finite loss.
+"""Every encoding and every task through the path users take (Hydra compose -> Settings ->
+training step), in encoder and decoder mode.
 
-Encodings and tasks are paired round-robin, so each run covers one of each and every name
-appears in both modes: 21 runs per mode instead of 13 + 21. Compilation dominates the time of
-these runs; the full run (evaluation, files) is end-to-end tested in test_end_to_end.py."""
+Encodings and tasks are paired round-robin, so each pair covers one of each and every name
+appears in both modes: 22 pairs per mode instead of 13 × 22. Every pair's training step is
+traced (no compilation: `jax.eval_shape`), which builds the whole step, gradient and optimizer
+included; every encoding is also compiled and trained for real in one mode, with a finite loss.
+Compilation dominates the time of these runs; the full run (evaluation, files) is end-to-end
+tested in test_end_to_end.py."""
 
 import math
 
+import jax
 import pytest
 
 from posenc_jax import encodings, tasks
-from posenc_jax.train import train
+from posenc_jax.train import abstract_init_state, make_train_chunk, train
 
 from helpers import make_settings
 
@@ -21,7 +25,6 @@ TINY = [
     "train.steps=2",
     "train.log_every=2",
     "train.steps_per_dispatch=2",
-    "optim.warmup_steps=1",
     "train.batch_size=8",
     "model.num_layers=1",
     "model.d_model=16",
@@ -33,15 +36,36 @@ PAIRS = [
     (_ENCODINGS[i % len(_ENCODINGS)], _TASKS[i % len(_TASKS)])
     for i in range(max(len(_ENCODINGS), len(_TASKS)))
 ]
+# One compiled run per encoding, alternating encoder and decoder.
+RUNS = [(encoding, task, i % 2 == 1) for i, (encoding, task) in enumerate(PAIRS[: len(_ENCODINGS)])]
 
 
-def test_pairs_cover_every_encoding_and_task():
+def test_pairs_and_runs_cover_every_encoding_and_task_and_both_modes():
     assert {e for e, _ in PAIRS} == set(_ENCODINGS) and {t for _, t in PAIRS} == set(_TASKS)
+    assert {e for e, _, _ in RUNS} == set(_ENCODINGS) and {c for *_, c in RUNS} == {False, True}
+
+
+def _types(tree):
+    return jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "weak_type", False)), tree)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("encoding, task", PAIRS)
-def test_every_encoding_and_task_trains_in_both_modes(encoding, task, causal):
+def test_every_encoding_and_task_traces_a_training_step_in_both_modes(encoding, task, causal):
+    """The step builds, and gives back the state with the same shapes and dtypes: a parameter
+    created weakly typed (e.g. jnp.full of a Python float) would come back from the optimizer
+    strongly typed, and the changed input types would compile the step a second time."""
+    settings = make_settings(
+        f"encoding={encoding}", f"task={task}", f"model.causal={causal}", *TINY
+    )
+    graphdef, state, optimizer = abstract_init_state(settings)
+    after, counts = jax.eval_shape(make_train_chunk(settings, graphdef, optimizer, 1), state)
+    assert _types(after) == _types(state)
+    assert all(field.shape == () for field in counts)  # summed over the batch and the steps
+
+
+@pytest.mark.parametrize("encoding, task, causal", RUNS)
+def test_every_encoding_trains_with_a_finite_loss(encoding, task, causal):
     settings = make_settings(
         f"encoding={encoding}", f"task={task}", f"model.causal={causal}", *TINY
     )

@@ -2,10 +2,8 @@
 
 import jax
 import numpy as np
-import pytest
 
 from posenc_jax.compilation import CompilationCounter
-from posenc_jax.encodings import available
 from posenc_jax.evaluate import evaluate
 from posenc_jax.train import init_state, make_train_chunk, train
 
@@ -29,20 +27,6 @@ def test_train_chunk_compiles_once_and_is_deterministic():
         again, _ = chunk(again)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params), strict=True):
         np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("encoding", available())
-def test_a_step_keeps_the_state_types_so_nothing_recompiles(encoding):
-    """A parameter created weakly typed (e.g. jnp.full of a Python float) comes back from the
-    optimizer strongly typed, and the changed input types recompile the step once more."""
-    settings = make_settings(f"encoding={encoding}")
-    graphdef, state, optimizer = init_state(settings)
-    after = jax.eval_shape(make_train_chunk(settings, graphdef, optimizer, 1), state)[0]
-
-    def types(tree):
-        return jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "weak_type", False)), tree)
-
-    assert types(after) == types(jax.eval_shape(lambda s: s, state))
 
 
 def test_chunk_size_does_not_change_the_result():
