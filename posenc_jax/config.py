@@ -8,6 +8,7 @@ anything is compiled. Nothing jitted ever sees a DictConfig.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,12 +43,22 @@ class OptimConfig:
         return min(DEFAULT_WARMUP_STEPS, total_steps // 10)
 
     def validate(self, total_steps: int) -> None:
-        require_positive("optim.learning_rate", self.learning_rate)
-        if self.warmup_steps is not None and not 0 <= self.warmup_steps <= total_steps:
+        # Each bound is what optax needs to do what the name says: a clip <= 0 would flip or zero
+        # every gradient, and a beta outside [0, 1) makes Adam's moments diverge.
+        _require_positive_finite("optim.learning_rate", self.learning_rate)
+        _require_positive_finite("optim.grad_clip", self.grad_clip)
+        for name, beta in (("optim.b1", self.b1), ("optim.b2", self.b2)):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"{name}={beta} must lie in [0, 1).")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"optim.weight_decay={self.weight_decay} must lie in [0, inf).")
+        # The cosine decay after the warm-up needs at least one step.
+        if self.warmup_steps is not None and not 0 <= self.warmup_steps < total_steps:
             raise ConfigError(
                 f"optim.warmup_steps={self.warmup_steps} must lie in [0, train.steps="
-                f"{total_steps}]; lower it (e.g. optim.warmup_steps={total_steps // 10}), or "
-                f"leave it unset (null) for min({DEFAULT_WARMUP_STEPS}, train.steps // 10)."
+                f"{total_steps}), leaving at least one step of decay; choose one in that range "
+                f"(e.g. optim.warmup_steps={total_steps // 10}), or leave it unset (null) for "
+                f"min({DEFAULT_WARMUP_STEPS}, train.steps // 10)."
             )
         if not 0.0 <= self.final_lr_ratio <= 1.0:
             raise ConfigError(f"optim.final_lr_ratio={self.final_lr_ratio} must lie in [0, 1].")
@@ -186,13 +197,13 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
         "eval": EvalConfig,
     }
     parts = {
-        key: construct(cls, raw.get(key) or {}, f"section {key!r}") for key, cls in sections.items()
+        key: construct(cls, _section(raw, key), f"section {key!r}") for key, cls in sections.items()
     }
     seed = raw.get("seed", 0)
-    if type(seed) is not int:
-        raise ConfigError(f"seed={seed!r} must be an integer.")
-    task = make_task(dict(raw.get("task") or {}))
-    encoding = make_encoding(dict(raw.get("encoding") or {}))
+    _require_seed("seed", seed)
+    _require_seed("eval.seed", parts["eval"].seed)
+    task = make_task(_section(raw, "task"))
+    encoding = make_encoding(_section(raw, "encoding"))
     # Positions seen in training: 0 .. max_position-1 when randomized, else the longest example.
     trained = (
         encoding.max_position if encoding.randomized else task.sequence_len(task.train_max_len)
@@ -202,3 +213,27 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     )
     settings.validate()
     return settings
+
+
+def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """raw[key] as a dict of settings ({} if absent); ConfigError if it is not a mapping."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{key}={value!r} is not a section of settings; set its keys one by one instead "
+            f"(e.g. {key}.<key>=<value>; posenc-train --help lists them)."
+        )
+    return dict(value)
+
+
+def _require_seed(name: str, seed: Any) -> None:
+    # Seeds become JAX PRNG keys, which hold 64 bits.
+    if type(seed) is not int or not 0 <= seed < 2**63:
+        raise ConfigError(f"{name}={seed!r} must be an integer in [0, 2^63).")
+
+
+def _require_positive_finite(name: str, value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):  # NaN fails both
+        raise ConfigError(f"{name}={value} must be positive and finite.")

@@ -131,6 +131,32 @@ def test_a_short_run_works_with_the_default_warmup():
 
 
 def test_an_explicit_warmup_longer_than_the_run_is_a_clear_error():
-    expected = r"optim.warmup_steps=50 must lie in \[0, train.steps=20\].*leave it unset \(null\)"
+    expected = r"optim.warmup_steps=50 must lie in \[0, train.steps=20\).*leave it unset \(null\)"
     with pytest.raises(ConfigError, match=expected):
         make_settings("train.steps=20", "optim.warmup_steps=50")
+    # All warm-up and no decay: optax's cosine decay needs a step, so this is refused too.
+    with pytest.raises(
+        ConfigError, match=r"optim.warmup_steps=20 must lie in \[0, train.steps=20\)"
+    ):
+        make_settings("train.steps=20", "optim.warmup_steps=20")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.grad_clip=0", r"optim.grad_clip=0.0 must be positive and finite"),  # zeroes steps
+        ("optim.grad_clip=-1", r"optim.grad_clip=-1.0 must be positive"),  # gradient ascent
+        ("optim.grad_clip=nan", r"optim.grad_clip=nan must be positive and finite"),
+        ("optim.learning_rate=inf", r"optim.learning_rate=inf must be positive and finite"),
+        ("optim.b1=1.0", r"optim.b1=1.0 must lie in \[0, 1\)"),
+        ("optim.b2=-0.5", r"optim.b2=-0.5 must lie in \[0, 1\)"),
+        ("optim.weight_decay=-0.01", r"optim.weight_decay=-0.01 must lie in \[0, inf\)"),
+        ("seed=-1", r"seed=-1 must be an integer in \[0, 2\^63\)"),
+        ("seed=99999999999999999999", r"seed=99999999999999999999 must be an integer"),
+        ("eval.seed=99999999999999999999", r"eval.seed=99999999999999999999 must be an integer"),
+        ("train=5", r"train=5 is not a section of settings; set its keys one by one"),
+    ],
+)
+def test_values_optax_or_jax_cannot_use_are_refused_before_anything_runs(override, message):
+    with pytest.raises(ConfigError, match=message):
+        make_settings(override)
