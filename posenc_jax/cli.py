@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -67,22 +67,28 @@ directory; the tag defaults to the overrides."""
 def evaluate_main(argv: list[str] | None = None) -> None:
     """`posenc-eval`."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or any(arg in ("-h", "--help") for arg in argv):
+    if any(arg in ("-h", "--help") for arg in argv):
         print(EVAL_USAGE)
-        sys.exit(0 if argv else 2)
-    special = {
-        key: arg.partition("=")[2]
-        for arg in argv
-        for key in ("run_dir", "tag")
-        if arg.startswith(f"{key}=")
-    }
-    overrides = [arg for arg in argv if arg.partition("=")[0] not in special]
+        sys.exit(0)
+    special: dict[str, str] = {}
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("run_dir", "tag"):
+            if key in special or not value:
+                problem = "is given twice" if key in special else "is empty"
+                _usage_error(f"{key}= {problem}; give it once, with a value.")
+            special[key] = value
     if "run_dir" not in special:
-        print(f"posenc-eval: run_dir=<dir> is required.\n{EVAL_USAGE}", file=sys.stderr)
-        sys.exit(2)
+        _usage_error("run_dir=<dir> is required.")
+    overrides = [arg for arg in argv if arg.partition("=")[0] not in special]
     _run_command(
         "posenc-eval", lambda: reevaluate(special["run_dir"], overrides, special.get("tag"))
     )
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"posenc-eval: {message}\n\n{EVAL_USAGE}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _inspect(cfg: DictConfig) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from posenc_jax.run_log import RunLog
 
 # Safe unquoted in a shell, in a file name and in a TensorBoard tag.
 _TAG = re.compile(r"^[A-Za-z0-9._+-]+$")
+MAX_TAG_LENGTH = 100  # results_<tag>.json stays far below a file system's 255-byte limit
 
 
 def reevaluate(
@@ -59,14 +60,14 @@ def reevaluate(
     a tag that cannot name a file, or a tag already used."""
     run_dir = Path(run_dir).absolute()
     original = _finished_results(run_dir)
-    stored = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+    stored = _stored_config(run_dir)
     changes = dict(_parse_override(text) for text in overrides)
-    _refuse_retraining_changes(changes, stored["encoding"]["name"])
+    _refuse_changes(changes, stored)
     tag = tag or default_tag(overrides)
-    if not _TAG.match(tag):
+    if not _TAG.match(tag) or len(tag) > MAX_TAG_LENGTH:
         raise ConfigError(
-            f"tag={tag!r} cannot name a file safely; use letters, digits and . _ + - only "
-            f"(e.g. tag=yarn4)."
+            f"tag={tag!r} cannot name a file safely; use at most {MAX_TAG_LENGTH} letters, "
+            f"digits and . _ + - (e.g. tag=yarn4)."
         )
     out_file = run_dir / results_file(tag)
     if out_file.exists():
@@ -118,26 +119,65 @@ def _finished_results(run_dir: Path) -> dict[str, Any]:
             f"{run_dir} holds no finished run ({RESULTS_FILE} is missing); pass the directory of a "
             f"completed posenc-train run as run_dir=<dir>."
         )
-    results = json.loads(path.read_text())
-    if results.get("status") != "completed":
+    results = _read_document(path, json.loads)
+    if not isinstance(results, dict) or results.get("status") != "completed":
+        status = results.get("status") if isinstance(results, dict) else None
         raise ConfigError(
-            f"The run in {run_dir} did not complete (status {results.get('status')!r}), so it has "
-            f"no trained parameters to evaluate."
+            f"The run in {run_dir} did not complete (status {status!r} in {RESULTS_FILE}), so "
+            f"it has no trained parameters to evaluate."
         )
     return results
 
 
+def _stored_config(run_dir: Path) -> dict[str, Any]:
+    """The run's own resolved settings (config.yaml), as the run wrote them."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir} has {RESULTS_FILE} but no {CONFIG_FILE}, so the settings it was trained "
+            f"with are unknown; nothing was evaluated. Train it again with posenc-train."
+        )
+    stored = _read_document(path, yaml.safe_load)
+    encoding = stored.get("encoding") if isinstance(stored, dict) else None
+    if not isinstance(encoding, dict) or encoding.get("name") not in ENCODINGS:
+        raise ConfigError(
+            f"{path} is not a posenc-train config (it names no known encoding); nothing was "
+            f"evaluated. Train the run again with posenc-train."
+        )
+    return stored
+
+
+def _read_document(path: Path, parse: Callable[[str], Any]) -> Any:
+    """parse(path's text); a ConfigError naming the file if it cannot be read or parsed."""
+    try:
+        return parse(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"{path} is unreadable ({type(error).__name__}: {reason}); nothing was evaluated and "
+            f"no file was changed. Train the run again with posenc-train."
+        ) from error
+
+
 def _parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
-    if not sep or "." not in key:
+    if not sep or not key:
         raise ConfigError(
-            f"Override {text!r} is not of the form section.key=value (e.g. eval.max_len=256)."
+            f"Override {text!r} is not of the form key=value (e.g. eval.max_len=256)."
         )
     return key, yaml.safe_load(value)  # "256" -> 256, "yarn" -> "yarn", "null" -> None
 
 
-def _refuse_retraining_changes(changes: dict[str, Any], encoding_name: str) -> None:
+def _refuse_changes(changes: dict[str, Any], stored: dict[str, Any]) -> None:
+    """Unknown keys, and keys the trained parameters depend on, are ConfigErrors."""
+    encoding_name = stored["encoding"]["name"]
     allowed = allowed_overrides(encoding_name)
+    unknown = [key for key in changes if not _is_setting(stored, key)]
+    if unknown:
+        raise ConfigError(
+            f"Unknown key(s) {unknown}: the run's {CONFIG_FILE} has no such setting. A "
+            f"re-evaluation of this {encoding_name!r} run may change {allowed}."
+        )
     refused = [key for key in changes if not (key.startswith("eval.") or key in allowed)]
     if refused:
         raise ConfigError(
@@ -145,3 +185,11 @@ def _refuse_retraining_changes(changes: dict[str, Any], encoding_name: str) -> N
             f"needs retraining (posenc-train with the new value). A re-evaluation of this "
             f"{encoding_name!r} run may change {allowed}."
         )
+
+
+def _is_setting(stored: dict[str, Any], key: str) -> bool:
+    """Whether `key` (section.field, or a top-level key such as seed) is in the stored config."""
+    section, dot, field = key.partition(".")
+    if not dot:
+        return key in stored and not isinstance(stored[key], dict)
+    return isinstance(stored.get(section), dict) and field in stored[section]

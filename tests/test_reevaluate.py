@@ -88,7 +88,8 @@ def test_scaling_rule_is_applied_and_tagged(trained_run):
         ("model.d_model=64", "model.d_model"),
         ("task.vocab_size=32", "task.vocab_size"),
         ("encoding.base=500", "encoding.base"),
-        ("seed.x=1", "seed.x"),
+        ("seed=5", "seed"),
+        ("encoding.name=alibi", "encoding.name"),
     ],
 )
 def test_changes_that_need_retraining_are_refused(trained_run, override, refused):
@@ -161,3 +162,60 @@ def test_tags_that_a_shell_or_a_file_name_would_mangle_are_refused(trained_run, 
     with pytest.raises(ConfigError, match=r"cannot name a file safely"):
         reevaluate(run_dir, ["eval.max_len=20"], tag=tag)
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize("override", ["foo.bar=1", "encoding.table_size=64", "seed.x=1", "x=1"])
+def test_unknown_keys_are_named_as_unknown_not_as_retraining(trained_run, override):
+    run_dir, _ = trained_run
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"Unknown key\(s\) \['{key}'\].*may change \['eval"):
+        reevaluate(run_dir, [override])
+
+
+def test_a_tag_too_long_for_a_file_name_is_refused(trained_run):
+    run_dir, _ = trained_run
+    with pytest.raises(ConfigError, match=r"use at most 100 letters"):
+        reevaluate(run_dir, [], tag="a" * 300)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda d: (d / "results.json").write_text('{"status": "compl'),
+            r"results.json is unreadable",
+        ),
+        (lambda d: (d / "results.json").write_text("[1, 2]"), r"did not complete \(status None"),
+        (lambda d: (d / "config.yaml").unlink(), r"has results.json but no config.yaml"),
+        (lambda d: (d / "config.yaml").write_text("a: [1,"), r"config.yaml is unreadable"),
+        (
+            lambda d: (d / "config.yaml").write_text("7"),
+            r"config.yaml is not a posenc-train config",
+        ),
+    ],
+)
+def test_a_damaged_run_folder_is_a_clear_error_that_changes_nothing(
+    trained_run, tmp_path, damage, message
+):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run[0], copy)
+    damage(copy)
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("*")}
+    with pytest.raises(ConfigError, match=message):
+        reevaluate(copy, ["eval.max_len=20"])
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "run_dir=<dir> is required"),
+        (["run_dir="], "run_dir= is empty"),
+        (["run_dir=a", "run_dir=b"], "run_dir= is given twice"),
+        (["run_dir=a", "tag=x", "tag=y"], "tag= is given twice"),
+    ],
+)
+def test_cli_usage_errors_go_to_stderr_with_the_usage(capsys, argv, message):
+    status, out, err = run_in_process(evaluate_main, argv, capsys, hydra=False)
+    assert status == 2 and out == ""
+    assert err.startswith(f"posenc-eval: {message}") and "usage: posenc-eval" in err
