@@ -28,7 +28,7 @@ from posenc_jax.compilation import enable_persistent_cache
 from posenc_jax.config import settings_from_dict
 from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
-from posenc_jax.inspection import inspect_encoding
+from posenc_jax.inspection import InspectOptions, inspect_encoding, pictures_for
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
@@ -97,11 +97,14 @@ def _inspect(cfg: DictConfig) -> None:
         model = construct(ModelConfig, raw["model"], "section 'model'")
         model.validate()
         spec = make_encoding(raw["encoding"])
-        out_dir = Path(raw["out_dir"]).absolute()
-        print(
-            inspect_encoding(spec, model, raw["length"], raw["trained_len"], out_dir, raw["seed"])
+        options = {key: raw[key] for key in ("length", "trained_len", "seed", "out_dir")}
+        options = construct(InspectOptions, options, "posenc-inspect")  # checks the types
+        out_dir = Path(options.out_dir).absolute()
+        summary = inspect_encoding(
+            spec, model, options.length, options.trained_len, out_dir, options.seed
         )
-        print(f"pictures: {', '.join(sorted(p.name for p in out_dir.glob('*.png')))} in {out_dir}")
+        print(summary)
+        print(f"pictures: {', '.join(pictures_for(spec))} in {out_dir}")
 
     _run_command("posenc-inspect", start)
 

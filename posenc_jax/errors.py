@@ -19,3 +19,9 @@ def require_positive(name: str, value: int | float) -> None:
     """Raise ConfigError("name=value must be positive.") unless value > 0."""
     if not value > 0:
         raise ConfigError(f"{name}={value!r} must be positive.")
+
+
+def require_int(name: str, value: object, minimum: int) -> None:
+    """Raise ConfigError unless value is an int (not a bool) and at least minimum."""
+    if type(value) is not int or value < minimum:
+        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}.")

@@ -42,10 +42,22 @@ from posenc_jax.encodings import (
     available,
     make_encoding,
 )
-from posenc_jax.errors import ConfigError, require_at_least
+from posenc_jax.errors import ConfigError, require_at_least, require_int
 from posenc_jax.model import attention_scores
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.report import plt
+from posenc_jax.spec import construct
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectOptions:
+    """posenc-inspect's own settings (configs/inspect.yaml), type-checked by `spec.construct`."""
+
+    length: int  # positions 0 .. length-1
+    trained_len: int  # the length RoPE's scaling pictures extend from
+    seed: int  # initialisation of learned encoding parameters
+    out_dir: str
+
 
 # Layers of the model that `build_encoding` builds an encoding for by default.
 LAYERS_ALONE = 2
@@ -64,10 +76,16 @@ def build_encoding(
     """Encoding `name` on its own (no Transformer), with `params` and parameters initialised from
     `seed`, built for a model of `num_heads` heads (d_model defaults to 2 per head), `num_layers`
     layers and the given mask. Raises ConfigError for an unknown name, parameter or bad value."""
+    require_int("num_heads", num_heads, 1)
+    require_int("seed", seed, 0)
     spec = make_encoding({"name": name, **params})
-    model = ModelConfig(
-        d_model=d_model or 2 * num_heads, num_heads=num_heads, num_layers=num_layers, causal=causal
-    )
+    shape = {
+        "d_model": 2 * num_heads if d_model is None else d_model,
+        "num_heads": num_heads,
+        "num_layers": num_layers,
+        "causal": causal,
+    }
+    model = construct(ModelConfig, shape, "build_encoding's arguments")  # checks the types
     model.validate()
     spec.validate(model)
     return spec.build(model, nnx.Rngs(seed))
@@ -81,20 +99,28 @@ def attention_bias(
     causal: bool = False,
     seed: int = 0,
     layer: int = 0,
+    num_layers: int = LAYERS_ALONE,
     **params: Any,
 ) -> jax.Array:
     """The content-independent logit bias of encoding `name`: [num_heads, q_len, k_len].
 
     Queries sit at positions 0..q_len-1 and keys at 0..k_len-1. A learned bias (t5, kerple,
     fire) is shown at its initialisation from `seed`; per-layer ones (kerple, fire) for `layer`
-    of a model with LAYERS_ALONE layers. Raises ConfigError for an encoding that declares no
-    such bias (`EncodingSpec.adds_logit_bias`), or a layer out of range.
+    of a model with `num_layers` layers. Raises ConfigError for an encoding that declares no
+    such bias (`EncodingSpec.adds_logit_bias`), a layer out of range, or a length below 1.
     """
-    if not 0 <= layer < LAYERS_ALONE:
+    require_int("q_len", q_len, 1)
+    require_int("k_len", k_len, 1)
+    require_int("num_layers", num_layers, 1)
+    if type(layer) is not int or not 0 <= layer < num_layers:
+        # Checked here: JAX would clamp an out-of-range layer index to the last layer.
         raise ConfigError(
-            f"layer={layer} is out of range; attention_bias shows layers 0..{LAYERS_ALONE - 1}."
+            f"layer={layer!r} is out of range; a model of num_layers={num_layers} has layers "
+            f"0..{num_layers - 1}."
         )
-    module = build_encoding(name, num_heads=num_heads, causal=causal, seed=seed, **params)
+    module = build_encoding(
+        name, num_heads=num_heads, num_layers=num_layers, causal=causal, seed=seed, **params
+    )
     if not ENCODINGS[name].adds_logit_bias:
         with_bias = [n for n in available() if ENCODINGS[n].adds_logit_bias]
         raise ConfigError(
@@ -138,8 +164,14 @@ def rope_decay_bound(frequencies: np.ndarray, distances: np.ndarray) -> np.ndarr
 
 
 def mean_at_distance(similarity: np.ndarray, distance: int) -> float:
-    """Mean over panels and i of S[i, i + distance] (NaN-free entries only)."""
+    """Mean over panels and i of S[i, i + distance] (NaN-free entries only); a negative
+    distance looks at keys before the query, the ones a decoder's mask keeps."""
     return float(np.nanmean(np.diagonal(similarity, offset=distance, axis1=1, axis2=2)))
+
+
+def pictures_for(spec: EncodingSpec) -> list[str]:
+    """The picture files `inspect_encoding` writes for this encoding."""
+    return ["similarity.png"] + (["decay.png", "scaling.png"] if isinstance(spec, Rope) else [])
 
 
 def inspect_encoding(
@@ -153,6 +185,7 @@ def inspect_encoding(
     """Write the pictures and summary.txt into out_dir; returns the summary text."""
     require_at_least("length", length, 2)
     require_at_least("trained_len", trained_len, 1)
+    require_int("seed", seed, 0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(spec, Rope):
@@ -162,13 +195,15 @@ def inspect_encoding(
     absolute = spec.family == "absolute"
     kind = "position-vector dot products" if absolute else "attention logits at fixed content"
     _save(_similarity_figure(similarity, f"{spec.name}: {kind}"), out_dir / "similarity.png")
-    distances = [0, 1, length // 8, length // 2]
+    distances = sorted({0, 1, length // 8, length // 2})
+    # A decoder masks the keys after the query, so its summary looks at keys before it.
+    sign, where = (-1, "i-r") if model.causal else (1, "i+r")
     lines = [
         f"encoding {spec.name} ({spec.family}); {kind}, positions 0..{length - 1}, "
         f"{'decoder' if model.causal else 'encoder'} mask, parameters at initialisation (seed "
         f"{seed})",
-        "mean S[i, i+r]: "
-        + ", ".join(f"r={r}: {mean_at_distance(similarity, r):.4g}" for r in distances),
+        f"mean S[i, {where}]: "
+        + ", ".join(f"r={r}: {mean_at_distance(similarity, sign * r):.4g}" for r in distances),
     ]
     if isinstance(spec, Rope):
         lines += _rotary_pictures(spec, model, length, trained_len, out_dir)

@@ -113,3 +113,35 @@ def test_adds_logit_bias_is_declared_truthfully(encoding):
     positions = jnp.arange(4)[None]
     bias = module.logit_bias(positions, positions, 0)
     assert (bias is not None) == REGISTRY[encoding].adds_logit_bias
+
+
+@pytest.mark.parametrize("encoding", ["kerple", "fire"])
+def test_attention_bias_checks_the_layer_against_the_model_it_builds(encoding):
+    """JAX would clamp an out-of-range layer to the last one: a silent wrong picture."""
+    deep = [np.asarray(attention_bias(encoding, 4, 4, 2, layer=k, num_layers=4)) for k in (0, 3)]
+    assert np.max(np.abs(deep[0] - deep[1])) > 1e-3
+    with pytest.raises(ConfigError, match=r"layer=1 is out of range; a model of num_layers=1"):
+        attention_bias(encoding, 4, 4, 2, layer=1, num_layers=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_heads": 0}, r"num_heads=0 must be an integer >= 1"),
+        ({"num_heads": 2.0}, r"num_heads=2.0 must be an integer >= 1"),
+        ({"q_len": -3}, r"q_len=-3 must be an integer >= 1"),
+        ({"q_len": 2.5}, r"q_len=2.5 must be an integer >= 1"),
+        ({"layer": True}, r"layer=True is out of range"),
+        ({"seed": "a"}, r"seed='a' must be an integer >= 0"),
+        ({"causal": "no"}, r"causal='no' in build_encoding's arguments has the wrong type"),
+    ],
+)
+def test_attention_bias_refuses_bad_arguments_in_one_paragraph(kwargs, message):
+    arguments = {"q_len": 4, "k_len": 4, "num_heads": 2, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        attention_bias("alibi", **arguments)
+
+
+def test_build_encoding_takes_d_model_zero_as_a_value_not_as_unset():
+    with pytest.raises(ConfigError, match=r"model.d_model=0 must be positive"):
+        build_encoding("alibi", d_model=0)

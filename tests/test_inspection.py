@@ -73,3 +73,30 @@ def test_cli_writes_pictures(tmp_path, capsys):
         "similarity.png",
         "summary.txt",
     ]
+
+
+def test_a_decoder_summary_looks_at_the_keys_its_mask_keeps(tmp_path):
+    causal = ModelConfig(causal=True)
+    summary = inspect_encoding(make_encoding({"name": "fire"}), causal, 8, 4, tmp_path)
+    line = summary.splitlines()[1]
+    assert line.startswith("mean S[i, i-r]: r=0: ") and "nan" not in line
+    assert [part.split(":")[0] for part in line.split(": ", 1)[1].split(", ")] == [
+        "r=0",
+        "r=1",
+        "r=4",
+    ]  # distances 0, 1, 8 // 8 and 8 // 2, each once
+
+
+def test_cli_names_only_the_pictures_it_wrote(tmp_path, capsys):
+    for encoding in ("rope", "alibi"):  # rope's decay.png and scaling.png stay in the folder
+        status, out, err = run_in_process(
+            inspect_main, [f"encoding={encoding}", "length=16", f"out_dir={tmp_path}"], capsys
+        )
+        assert status == 0, err
+    assert f"pictures: similarity.png in {tmp_path}" in out
+
+
+@pytest.mark.parametrize("override", ["length=abc", "length=8.5", "seed=abc", "length=null"])
+def test_cli_bad_option_types_are_one_paragraph(tmp_path, capsys, override):
+    status, _, err = run_in_process(inspect_main, [override, f"out_dir={tmp_path}"], capsys)
+    assert status == 2 and "has the wrong type" in err and "Traceback" not in err
