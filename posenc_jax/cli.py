@@ -47,7 +47,10 @@ def config_dir() -> str:
 def _train(cfg: DictConfig) -> float | None:
     def start():
         settings = settings_from_dict(_plain(cfg))
-        return run(settings, HydraConfig.get().runtime.output_dir)
+        run_dir = HydraConfig.get().runtime.output_dir
+        results = run(settings, run_dir)
+        print(f"run folder: {run_dir}")
+        return results
 
     results = _run_command("posenc-train", start)
     evaluation = results["eval"] or {}

@@ -139,6 +139,13 @@ def representable_lengths(settings: Settings) -> list[int]:
     return [n for n in lengths if settings.encoding.represents(settings.task.sequence_len(n))]
 
 
+def length_work(settings: Settings, length: int) -> int:
+    """The padded slots one example of `length` runs at: the measure of its share of the
+    evaluation's work (a length in the 4x bucket costs far more than one in the first)."""
+    buckets = length_buckets(settings.task.train_max_len, settings.eval_max_len)
+    return settings.task.sequence_len(bucket_of(length, buckets))
+
+
 def evaluate(
     settings: Settings,
     graphdef: nnx.GraphDef,
@@ -148,7 +155,7 @@ def evaluate(
     """Evaluate at every length; returns the `eval` section of results.json, with one list per
     `metrics.PER_LENGTH` metric and its in-/out-of-distribution means.
 
-    `on_progress(n)` is called on the host each time n more lengths are finished. Lengths are
+    `on_progress(length)` is called on the host as each length is finished. Lengths are
     dispatched a bucket at a time (one compilation each) and read back in order, so reading
     waits only for work already queued: no extra synchronisation."""
     task = settings.task
@@ -167,7 +174,7 @@ def evaluate(
             for n, result in pending.items():
                 counts[n] = jax.device_get(result)
                 if on_progress is not None:
-                    on_progress(1)
+                    on_progress(n)
     eval_s = time.perf_counter() - start
 
     in_dist = [i for i, n in enumerate(lengths) if n <= task.train_max_len]
@@ -181,7 +188,7 @@ def evaluate(
         summaries[id_key] = _mean(values, in_dist)
         summaries[ood_key] = _mean(values, out_dist)
         # Where some long lengths are not representable, the mean over the ones that are.
-        summaries[f"{ood_key}_representable"] = _mean(
+        summaries[metric.ood_representable] = _mean(
             values, [i for i in out_dist if values[i] is not None]
         )
     return {

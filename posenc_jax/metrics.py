@@ -56,8 +56,9 @@ class LengthMetric:
     """A ratio of two summed `Counts` fields, reported at every evaluated length.
 
     results.json holds `eval[name]` (one value per length) and the means `eval[summary + "_id"]`
-    (lengths <= task.train_max_len) and `eval[summary + "_ood"]` (longer ones); TensorBoard has
-    `eval/<name>/len_NNNN` and `eval/<summary>_id`, `eval/<summary>_ood`."""
+    (lengths <= task.train_max_len), `eval[summary + "_ood"]` (longer ones) and
+    `eval[summary + "_ood_representable"]`; TensorBoard and metrics.jsonl have
+    `eval/<name>/len_NNNN` and the means as `eval/<key>`."""
 
     name: str  # e.g. "token_acc"
     label: str  # in plots and tables, e.g. "token accuracy"
@@ -74,6 +75,12 @@ class LengthMetric:
     def summaries(self) -> tuple[str, str]:
         """The keys of its in-distribution and out-of-distribution means."""
         return f"{self.summary}_id", f"{self.summary}_ood"
+
+    @property
+    def ood_representable(self) -> str:
+        """The key of its mean over the longer lengths the encoding can represent (the
+        out-of-distribution mean is None as soon as one of them is not representable)."""
+        return f"{self.summary}_ood_representable"
 
 
 PER_LENGTH: tuple[LengthMetric, ...] = (

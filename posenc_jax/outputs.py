@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from posenc_jax import metrics
 from posenc_jax.config import Settings
-from posenc_jax.evaluate import evaluate_with_attention, representable_lengths
+from posenc_jax.evaluate import evaluate_with_attention, length_work, representable_lengths
 from posenc_jax.report import accuracy_figure, attention_figure, format_table
 from posenc_jax.run_log import RunLog, json_safe
 
@@ -77,13 +77,13 @@ def write_results(run_dir: Path, results: dict[str, Any], tag: str = "") -> Path
 
 def eval_scalars(evaluation: Mapping[str, Any], prefix: str) -> dict[str, float | None]:
     """TensorBoard/metrics.jsonl scalars of one evaluation: <prefix>/<metric>/len_NNNN for every
-    length and metric, then <prefix>/<summary> for each metric's means."""
+    length and metric, then <prefix>/<key> for each of its means (see `metrics.LengthMetric`)."""
     scalars: dict[str, float | None] = {}
     for metric in metrics.PER_LENGTH:
         for n, value in zip(evaluation["lengths"], evaluation[metric.name], strict=True):
             scalars[f"{prefix}/{metric.name}/len_{n:04d}"] = value
     for metric in metrics.PER_LENGTH:
-        for key in metric.summaries:
+        for key in (*metric.summaries, metric.ood_representable):
             scalars[f"{prefix}/{key}"] = evaluation[key]
     return scalars
 
@@ -125,12 +125,27 @@ def record_evaluation(
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate with a progress bar (lengths done, time left), then `write_evaluation`; returns
-    the `eval` section of the results. Shared by a run and its re-evaluations."""
+    the `eval` section of the results. Shared by a run and its re-evaluations.
+
+    The bar fills by work, not by lengths (`evaluate.length_work`), so that its time left holds
+    when the long lengths come last; the count of lengths done is shown beside it."""
     description = run_title(settings) + f" · evaluating{f' {tag}' if tag else ''}"
-    total = len(representable_lengths(settings))
+    lengths = representable_lengths(settings)
+    done = 0
     with tqdm(
-        total=total, desc=description, unit="length", disable=not show_progress, dynamic_ncols=True
+        total=sum(length_work(settings, n) for n in lengths),
+        desc=f"{description}: 0/{len(lengths)} lengths",
+        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+        disable=not show_progress,
+        dynamic_ncols=True,
     ) as bar:
-        evaluation, attention = evaluate_with_attention(settings, graphdef, params, bar.update)
+
+        def on_progress(length: int) -> None:
+            nonlocal done
+            done += 1
+            bar.set_description_str(f"{description}: {done}/{len(lengths)} lengths", refresh=False)
+            bar.update(length_work(settings, length))
+
+        evaluation, attention = evaluate_with_attention(settings, graphdef, params, on_progress)
     write_evaluation(settings, evaluation, attention, run_dir, log, step, tag)
     return evaluation

@@ -38,7 +38,7 @@ def format_table(evaluation: dict[str, Any], title: str = "", columns: int = 4) 
     )
     if evaluation["not_representable"]:
         missing = evaluation["not_representable"]
-        representable = [f"{metric.summaries[1]}_representable" for metric in metrics.PER_LENGTH]
+        representable = [metric.ood_representable for metric in metrics.PER_LENGTH]
         lines.append(
             f"not representable by the encoding: lengths {missing[0]}..{missing[-1]}; over the "
             "representable longer lengths: "

@@ -155,6 +155,7 @@ def test_cli_trains_decoder_and_prints_table(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "acc_ood" in done.stdout and "len" in done.stdout
+    assert done.stdout.rstrip().endswith(f"run folder: {tmp_path}")
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["model"]["causal"] is True and results["config"]["seed"] == 3
     assert results["eval"]["scoring"] == "teacher_forced"

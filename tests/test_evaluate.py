@@ -58,8 +58,22 @@ def test_a_metric_declared_once_reaches_results_tensorboard_table_and_plot(monke
     scalars = outputs.eval_scalars(result, "eval")
     assert scalars["eval/loss/len_0012"] == result["loss"][-1]
     assert scalars["eval/loss_ood"] == result["loss_ood"]
+    assert scalars["eval/loss_ood_representable"] == result["loss_ood_representable"]
     table = format_table(result)
     assert " loss" in table.splitlines()[0] and f"loss_ood {result['loss_ood']:5.3f}" in table
     figure = accuracy_figure(result)
     assert "loss per answer" in [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     plt.close(figure)
+
+
+def test_progress_reports_each_run_length_once_in_order_with_its_bucket_work():
+    # A 16-row table represents inputs up to length 15 (plus the answer slot): 16..20 do not run.
+    settings = make_settings("encoding=learned", "encoding.table_size=16", "eval.max_len=20")
+    graphdef, state, _ = init_state(settings)
+    reported = []
+    result = evaluate(settings, graphdef, state.params, on_progress=reported.append)
+    assert reported == evaluation.representable_lengths(settings) == list(range(2, 16))
+    assert result["not_representable"] == [16, 17, 18, 19, 20]
+    # Buckets 6, 12, 20 (word_order: one answer slot): the work is the padded slots.
+    work = [evaluation.length_work(settings, n) for n in (2, 6, 7, 12, 13)]
+    assert work == [7, 7, 13, 13, 21]
