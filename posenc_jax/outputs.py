@@ -128,7 +128,7 @@ def record_evaluation(
     the `eval` section of the results. Shared by a run and its re-evaluations.
 
     The bar fills by work, not by lengths (`evaluate.length_work`), so that its time left holds
-    when the long lengths come last; the count of lengths done is shown beside it."""
+    when the long lengths come last; its label counts the lengths done."""
     description = run_title(settings) + f" · evaluating{f' {tag}' if tag else ''}"
     lengths = representable_lengths(settings)
     done = 0
