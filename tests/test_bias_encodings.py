@@ -89,9 +89,11 @@ def test_attention_bias_serves_every_content_independent_bias(encoding):
     assert bias.shape == (3, 5, 7) and np.isfinite(bias).all()
 
 
-@pytest.mark.parametrize("encoding", ["kerple", "fire"])
-def test_per_layer_biases_differ_between_layers(encoding):
-    first, second = (np.asarray(attention_bias(encoding, 6, 6, 2, layer=layer)) for layer in (0, 1))
+@pytest.mark.parametrize("encoding, params", [("kerple", {"per_layer": True}), ("fire", {})])
+def test_per_layer_biases_differ_between_layers(encoding, params):
+    first, second = (
+        np.asarray(attention_bias(encoding, 6, 6, 2, layer=layer, **params)) for layer in (0, 1)
+    )
     assert np.max(np.abs(first - second)) > 1e-3
     with pytest.raises(ConfigError, match=r"layer=2 is out of range"):
         attention_bias(encoding, 6, 6, 2, layer=2)
@@ -115,10 +117,13 @@ def test_adds_logit_bias_is_declared_truthfully(encoding):
     assert (bias is not None) == REGISTRY[encoding].adds_logit_bias
 
 
-@pytest.mark.parametrize("encoding", ["kerple", "fire"])
-def test_attention_bias_checks_the_layer_against_the_model_it_builds(encoding):
+@pytest.mark.parametrize("encoding, params", [("kerple", {"per_layer": True}), ("fire", {})])
+def test_attention_bias_checks_the_layer_against_the_model_it_builds(encoding, params):
     """JAX would clamp an out-of-range layer to the last one: a silent wrong picture."""
-    deep = [np.asarray(attention_bias(encoding, 4, 4, 2, layer=k, num_layers=4)) for k in (0, 3)]
+    deep = [
+        np.asarray(attention_bias(encoding, 4, 4, 2, layer=k, num_layers=4, **params))
+        for k in (0, 3)
+    ]
     assert np.max(np.abs(deep[0] - deep[1])) > 1e-3
     with pytest.raises(ConfigError, match=r"layer=1 is out of range; a model of num_layers=1"):
         attention_bias(encoding, 4, 4, 2, layer=1, num_layers=1)

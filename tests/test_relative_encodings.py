@@ -183,7 +183,9 @@ def test_transformer_xl_matches_the_per_pair_formula(offset):
 @pytest.mark.parametrize("variant", ["log", "power"])
 def test_kerple_matches_its_kernel(variant):
     layer = 1
-    module = perturbed_encoding("kerple", num_heads=H, d_model=D_MODEL, variant=variant)
+    module = perturbed_encoding(
+        "kerple", num_heads=H, d_model=D_MODEL, variant=variant, per_layer=True
+    )
     r1 = np.maximum(_p(module, "r1", layer), 0.01)
     r2 = np.clip(_p(module, "r2", layer), 0.01, 2.0 if variant == "power" else None)
     positions = jnp.asarray(POSITIONS)
@@ -194,8 +196,22 @@ def test_kerple_matches_its_kernel(variant):
         assert actual[b, h, i, j] == pytest.approx(-r1[h] * kernel, rel=1e-5, abs=1e-6)
 
 
+def test_kerple_shares_one_set_of_parameters_across_layers_by_default():
+    """The authors' gpt2_model.py builds one KERPLE module and hands it to every layer."""
+    shared = perturbed_encoding("kerple", num_heads=H, d_model=D_MODEL)
+    assert shared.r1[...].shape == shared.r2[...].shape == (1, H)
+    positions = jnp.asarray(POSITIONS)
+    np.testing.assert_array_equal(
+        shared.logit_bias(positions, positions, 0), shared.logit_bias(positions, positions, 1)
+    )
+    per_layer = perturbed_encoding("kerple", num_heads=H, d_model=D_MODEL, per_layer=True)
+    assert per_layer.r1[...].shape == (2, H)
+
+
 def test_kerple_projection_keeps_parameters_in_their_valid_set():
-    module = perturbed_encoding("kerple", num_heads=H, d_model=D_MODEL, variant="power")
+    module = perturbed_encoding(
+        "kerple", num_heads=H, d_model=D_MODEL, variant="power", per_layer=True
+    )
     module.r1[...] = jnp.array([[-1.0, 0.5], [0.0, 3.0]])
     module.r2[...] = jnp.array([[-1.0, 0.5], [2.5, 1.0]])
     module.project_parameters()
