@@ -3,11 +3,14 @@ range; evaluation positions are fixed by the seed; encodings without position id
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from posenc_jax.errors import ConfigError
-from posenc_jax.evaluate import evaluate
+from posenc_jax.evaluate import eval_batch, evaluate
+from posenc_jax.positions import sorted_subset
 from posenc_jax.run import run
 from posenc_jax.train import init_state, training_batch
 
@@ -98,3 +101,45 @@ def test_a_randomized_run_completes(tmp_path):
     results = run(settings, tmp_path, show_progress=False)
     assert results["status"] == "completed"
     assert results["config"]["encoding"]["randomized"] is True
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_each_example_gets_a_uniform_subset_of_its_own_size(size):
+    """Ruoss et al.: a sorted uniform subset of [0, L) of the example's own size. The largest of
+    n distinct uniform draws from {0..L−1} has mean n(L+1)/(n+1) − 1 (1365 for n = 2, L = 2048),
+    whatever padded width the example sits in. (The old draw, the first n values of a subset as
+    wide as the padded row, gave a length-1 copy example, 2 slots, a largest position of about
+    249 on average in training.)"""
+    max_position, samples, width = 2048, 4000, 40
+    keys = jax.random.split(jax.random.key(size), samples)
+    subsets = np.asarray(
+        jax.vmap(lambda k: sorted_subset(k, size, max_position, width))(keys), np.float64
+    )
+    assert (subsets[:, size:] == max_position).all()  # filler past the example's own size
+    largest = subsets[:, size - 1]
+    expected = size * (max_position + 1) / (size + 1) - 1
+    spread = max_position * np.sqrt(size / ((size + 1) ** 2 * (size + 2)))  # sd of the largest
+    assert abs(largest.mean() - expected) < 6 * spread / np.sqrt(samples)
+    # Every position is equally likely: the mean of all drawn positions is (L − 1) / 2.
+    drawn = subsets[:, :size].ravel()
+    uniform_sd = max_position / np.sqrt(12)
+    assert abs(drawn.mean() - (max_position - 1) / 2) < 6 * uniform_sd / np.sqrt(drawn.size)
+
+
+def test_a_subset_does_not_depend_on_the_padded_width():
+    key = jax.random.key(3)
+    narrow = sorted_subset(key, jnp.int32(4), 64, 4)
+    wide = sorted_subset(key, jnp.int32(4), 64, 80)  # wider than the range: padded with filler
+    np.testing.assert_array_equal(narrow, wide[:4])
+    assert (np.asarray(wide[4:]) == 64).all()
+
+
+def test_a_length_is_evaluated_on_the_same_positions_in_every_bucket():
+    """The same length scored differently when eval.max_len moved it to another bucket."""
+    settings = make_settings("task=copy", *RANDOMIZED)
+    length = jnp.int32(5)
+    real = settings.task.sequence_len(5)
+    small, large = (eval_batch(settings, length, padded) for padded in (6, 24))
+    np.testing.assert_array_equal(small.positions[:, :real], large.positions[:, :real])
+    np.testing.assert_array_equal(small.inputs[:, :real], large.inputs[:, :real])
+    assert np.asarray(small.positions[:, real - 1]).max() > real  # randomized, not 0..n−1
