@@ -101,7 +101,7 @@ def default_tag(overrides: Sequence[str]) -> str:
     for text in overrides:
         key, _, value = text.partition("=")
         field = key.split(".")[-1]  # the fields of eval.* and encoding.* have distinct names
-        parts.append(f"{field}-{re.sub(r'[^A-Za-z0-9.+-]', '-', value)}")
+        parts.append(f"{field}-{re.sub(r'[^A-Za-z0-9._+-]', '-', value)}")
     return "_".join(parts) or "rerun"
 
 

@@ -149,6 +149,7 @@ def test_cli_reports_bad_input_in_one_paragraph(trained_run, capsys):
         (["eval.max_len=256"], "max_len-256"),
         (["encoding.scaling=yarn", "encoding.scale=4"], "scaling-yarn_scale-4"),
         (["eval.attention_len=null"], "attention_len-null"),
+        (["encoding.scaling=dynamic_ntk"], "scaling-dynamic_ntk"),
     ],
 )
 def test_default_tags_are_safe_in_a_shell(overrides, tag):
