@@ -14,7 +14,7 @@ writes into `out_dir` (default inspect/<encoding>/):
 - for RoPE and xPos, decay.png: RoFormer's long-range decay (Su et al. 2021, §3.4.3), the bound
   (1/(d/2)) Σ_{j=1}^{d/2} |Σ_{k<j} e^{i·r·θ_k}| on |q·k| against the relative distance r;
 - for RoPE and xPos, scaling.png: the same bound and the fixed-content logit under each context
-  extension rule (none, pi, ntk, dynamic_ntk, yarn), extending `trained_len` to `length`
+  extension rule (none, pi, ntk, dynamic_ntk, yarn, yarn_paper), extending `trained_len` to `length`
   (s = length / trained_len);
 - summary.txt: the numbers behind the pictures, also printed: mean S at distances 0, 1,
   length/8 and length/2 (neighbouring positions look alike, distant ones differ), and for rotary

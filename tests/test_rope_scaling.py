@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from posenc_jax.encodings import Rope, Xpos, apply_rope, rope_frequencies, yarn_attention_factor
+from posenc_jax.encodings.rope_scaling import yarn_correction_range
 from posenc_jax.errors import ConfigError
 from posenc_jax.train import train
 
@@ -60,26 +61,57 @@ def test_dynamic_ntk_scales_only_past_the_trained_length():
     np.testing.assert_allclose(batch, np.stack([dynamic(10), dynamic(2 * trained)]), rtol=1e-6)
 
 
-def test_yarn_ramp_bounds_match_the_authors_correction_range():
-    """LLaMA's d = 128, base 10^4, L = 4096, s = 8. The authors' find_correction_range gives
-    low = floor(d·ln(L/(2π·32)) / (2 ln base)) = 20 and
-    high = ceil(d·ln(L/(2π·1)) / (2 ln base)) = 46:
-    pairs up to 20 turn more than β = 32 times over L and keep θ_i, pairs from 46 turn less
-    than α = 1 times and are interpolated like PI."""
-    d, base, s, trained = 128, 10000.0, 8.0, 4096
-    low = math.floor(d * math.log(trained / (2 * math.pi * 32)) / (2 * math.log(base)))
-    high = math.ceil(d * math.log(trained / (2 * math.pi * 1)) / (2 * math.log(base)))
-    assert (low, high) == (20, 46)
+# θ'_i / θ_i under "yarn", computed in float64 by a line-by-line transcription of the authors'
+# code (jquesnelle/yarn, scaled_rope/LlamaYaRNScaledRotaryEmbedding.py: yarn(),
+# find_correction_range, linear_ramp_mask), with their defaults β_fast = 32, β_slow = 1.
+YARN_GOLDEN = [
+    # The README's run: d = 16, base 10^4, L = 17 positions, s = 4. Correction range (0, 1):
+    # the fastest pair keeps its frequency, every other pair is interpolated.
+    ((16, 10000.0, 4.0, 17), (0, 1), {i: r for i, r in enumerate([1.0] + [0.25] * 7)}),
+    # LLaMA: d = 128, base 10^4, L = 4096, s = 8. Range (20, 46): the ramp runs in between.
+    (
+        (128, 10000.0, 8.0, 4096),
+        (20, 46),
+        {0: 1.0, 20: 1.0, 21: 0.9663461538, 33: 0.5625, 45: 0.1586538462, 46: 0.125, 63: 0.125},
+    ),
+    # LLaMA-3's base: d = 32, base 5·10^5, L = 512, s = 2. Range (1, 6).
+    (
+        (32, 500000.0, 2.0, 512),
+        (1, 6),
+        dict(enumerate([1.0, 1.0, 0.9, 0.8, 0.7, 0.6] + [0.5] * 10)),
+    ),
+]
+
+
+@pytest.mark.parametrize("setting, correction_range, ratios", YARN_GOLDEN)
+def test_yarn_matches_the_authors_code(setting, correction_range, ratios):
+    d, base, s, trained = setting
+    assert yarn_correction_range(d, base, trained) == correction_range
     theta = _theta(d, base)
     yarn = np.asarray(rope_frequencies(d, base, "yarn", s, trained), dtype=np.float64)
-    np.testing.assert_allclose(yarn[: low + 1], theta[: low + 1], rtol=1e-5)
-    np.testing.assert_allclose(yarn[high:], theta[high:] / s, rtol=1e-5)
-    between = slice(low + 1, high)
-    assert (yarn[between] < theta[between]).all() and (yarn[between] > theta[between] / s).all()
-    # The paper's ramp γ(r) = (r − 1) / 31 with r = L·θ/(2π), at one pair inside the range.
-    i = 30
-    ramp = (trained * theta[i] / (2 * math.pi) - 1) / 31
-    assert yarn[i] == pytest.approx((1 - ramp) * theta[i] / s + ramp * theta[i], rel=1e-5)
+    for i, ratio in ratios.items():
+        assert yarn[i] / theta[i] == pytest.approx(ratio, rel=1e-6), i
+
+
+def test_yarn_paper_ramps_in_turns_and_differs_between_the_bounds():
+    """The paper's γ(r) = (r − 1)/31, r = L·θ/(2π): at the README's run it shrinks the fastest
+    pair to about 0.29·θ_0, where the authors' code keeps θ_0."""
+    d, base, s, trained = 16, 10000.0, 4.0, 17
+    theta = _theta(d, base)
+    paper = np.asarray(rope_frequencies(d, base, "yarn_paper", s, trained), dtype=np.float64)
+    turns = trained * theta[0] / (2 * math.pi)  # 2.71 turns
+    gamma = (turns - 1) / 31
+    assert paper[0] == pytest.approx((1 - gamma) * theta[0] / s + gamma * theta[0], rel=1e-6)
+    assert paper[0] / theta[0] == pytest.approx(0.2913, abs=1e-4)  # (1 − γ)/4 + γ, γ = 0.055
+    np.testing.assert_allclose(paper[1:], theta[1:] / s, rtol=1e-6)  # fewer than α = 1 turn
+
+
+def test_yarn_ramp_never_divides_by_zero_when_the_range_is_one_index():
+    # d = 2: both bounds clamp to index 0 or 1 of a single pair.
+    for trained in (1, 17, 10**6):
+        low, high = yarn_correction_range(2, 10000.0, trained)
+        assert high > low
+        assert np.isfinite(np.asarray(rope_frequencies(2, 10000.0, "yarn", 4.0, trained))).all()
 
 
 def test_yarn_attention_factor():
@@ -164,7 +196,7 @@ def test_trained_length_is_filled_in_from_the_task():
         (
             ["encoding.scaling=longrope"],
             r"encoding.scaling='longrope' is unknown; valid choices are \['none', 'pi', 'ntk', "
-            r"'dynamic_ntk', 'yarn'\]",
+            r"'dynamic_ntk', 'yarn', 'yarn_paper'\]",
         ),
         (["encoding.scaling=pi", "encoding.scale=0.5"], r"encoding.scale=0.5 must be at least 1"),
         (["encoding.scale=4"], r"encoding.scale=4.0 has no effect with encoding.scaling=none"),

@@ -13,7 +13,7 @@ Two layouts pair the dimensions differently; they are the same map up to a fixed
 - "interleaved": pairs (2i, 2i+1), as in the paper and the original RoFormer/Mesh code;
 - "half": pairs (i, i + d/2), the "rotate_half" layout of GPT-NeoX and HF LLaMA.
 
-Context extension (`encoding.scaling`: pi, ntk, dynamic_ntk, yarn) changes θ_i; see
+Context extension (`encoding.scaling`: pi, ntk, dynamic_ntk, yarn, yarn_paper) changes θ_i; see
 `rope_scaling.py`. It applies at training time and, since no parameter depends on it, can be
 changed when a trained run is evaluated again (`posenc-eval`).
 
@@ -30,7 +30,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
-from posenc_jax.encodings.rope_scaling import check_scaling, rope_frequencies, yarn_attention_factor
+from posenc_jax.encodings.rope_scaling import (
+    YARN_RULES,
+    check_scaling,
+    rope_frequencies,
+    yarn_attention_factor,
+)
 from posenc_jax.errors import ConfigError
 
 LAYOUTS = ("interleaved", "half")
@@ -91,8 +96,8 @@ class RotaryEncoding(PositionalEncoding):
 @dataclasses.dataclass(frozen=True)
 class Rope(EncodingSpec):
     """RoPE's parameters, and its context extension (`rope_scaling.py`): `scaling` is one of
-    none/pi/ntk/dynamic_ntk/yarn, `scale` the factor s, `original_max_len` the trained length
-    (filled in from the task when a run starts)."""
+    none/pi/ntk/dynamic_ntk/yarn/yarn_paper, `scale` the factor s, `original_max_len` the
+    trained length (filled in from the task when a run starts)."""
 
     name = "rope"
     base: float = 10000.0
@@ -144,7 +149,7 @@ class Rope(EncodingSpec):
 
         RoPE treats queries and keys alike; xPos (a subclass) does not."""
         rotated = apply_rope(x, positions, self.frequencies(x.shape[-1], positions), self.layout)
-        if self.scaling == "yarn":
+        if self.scaling in YARN_RULES:
             rotated = rotated * yarn_attention_factor(self.scale)
         return rotated
 
