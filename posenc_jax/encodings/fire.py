@@ -14,10 +14,13 @@ to one bias per head:
   multiplier L_scale learned from 1 (so short sequences are not over-stretched);
 - ε = 1e-6.
 
-Dividing by the query position ("progressive interpolation") maps every query's distances into
-[0, 1], the range seen in training. So FIRE is relative only while positions stay below L:
-past it, the normaliser grows with the query position. An encoder gets the reference code's
-|c·(i − j)|, a symmetric bias.
+Dividing by the query position ("progressive interpolation") maps a decoder query's distances
+(keys j <= i, so |i − j| <= i <= max(i, L)) into [0, 1], the range seen in training. In an
+encoder, keys to the right reach |i − j| up to T − 1 − i in a sequence of T positions, so the
+input exceeds 1 once that is more than max(i, L): for a query past L in the first half of a
+sequence longer than 2L. FIRE is relative only while positions stay below L: past it, the
+normaliser grows with the query position. An encoder gets the reference code's |c·(i − j)|, a
+symmetric bias.
 
 One FIRE MLP per layer. Parameters, stacked over layers: w1, b1 [num_layers, width], w2 [num_layers,
 width, heads], b2 [num_layers, heads], c and L_scale [num_layers]; w/b initialised like PyTorch's

@@ -1,12 +1,12 @@
 """xPos: RoPE with an exponential decay/extrapolation scale (Sun et al. 2022, "A
 Length-Extrapolatable Transformer"), as in the authors' torchscale code.
 
-Each rotated pair i of a query at position n is multiplied by ζ_i^(n/γ), and of a key at
-position m by ζ_i^(−m/γ), so their product carries ζ_i^((n−m)/γ): relative, like RoPE, and, since
+Each rotated pair i of a query at position n is multiplied by ζ_i^(n/B), and of a key at
+position m by ζ_i^(−m/B), so their product carries ζ_i^((n−m)/B): relative, like RoPE, and, since
 ζ_i < 1, decaying with distance in a decoder (n >= m). Fast-rotating pairs decay fastest.
 
-    ζ_i = (2i + λ·d) / ((1 + λ)·d),  i = 0 .. d/2-1,  λ = 0.4,  γ = scale_base = 512
-    q'_n = RoPE(q, n) ⊙ ζ^(n/γ),     k'_m = RoPE(k, m) ⊙ ζ^(−m/γ)
+    ζ_i = (2i + γ·d) / ((1 + γ)·d),  i = 0 .. d/2-1,  γ = `gamma` = 0.4
+    q'_n = RoPE(q, n) ⊙ ζ^(n/B),     k'_m = RoPE(k, m) ⊙ ζ^(−m/B),     B = `scale_base` = 512
 
 Example, d = 4: ζ = [1.6/5.6, 3.6/5.6] = [0.2857, 0.6429]. The rotation uses the interleaved
 pairs (2i, 2i+1) of the authors' code. torchscale centres positions before scaling to keep the
