@@ -37,10 +37,24 @@ from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import Spec
 
+# Positions become float32 angles and biases: past 2^24 it no longer holds every integer.
+MAX_POSITION = 2**24
+
 
 def relative_positions(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:
     """Key minus query position, j − i: [batch, q_len], [batch, k_len] -> [batch, q_len, k_len]."""
     return k_positions[:, None, :] - q_positions[:, :, None]
+
+
+def first_position(positions: jax.Array) -> jax.Array:
+    """Each example's first slot's position, [batch, 1]: the anchor that rotary and sinusoidal
+    relative encodings subtract before turning positions into angles.
+
+    The difference is exact in int32, so the float32 angles stay as small as the example's own
+    span: shifting every position changes nothing at all, however far the shift, and a
+    key/value cache anchored at slot 0 stays valid. Slot 0 holds the first input token in every
+    task's layout, the smallest position of its example."""
+    return positions[:, :1]
 
 
 def scaled_dot_product(q: jax.Array, k: jax.Array) -> jax.Array:
@@ -142,6 +156,12 @@ class EncodingSpec(Spec, abc.ABC):
                 f"Set encoding.randomized=false."
             )
         require_at_least("encoding.max_position", self.max_position, 1)
+        if self.max_position > MAX_POSITION:
+            raise ConfigError(
+                f"encoding.max_position={self.max_position} is past {MAX_POSITION} (2^24), the "
+                f"last integer that float32, in which positions become angles and biases, holds "
+                f"exactly. Choose encoding.max_position <= {MAX_POSITION}."
+            )
 
     @abc.abstractmethod
     def build(self, model: ModelConfig, rngs: nnx.Rngs) -> PositionalEncoding:

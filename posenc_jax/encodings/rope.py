@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, first_position
 from posenc_jax.encodings.rope_scaling import (
     YARN_RULES,
     check_scaling,
@@ -88,8 +88,10 @@ class RotaryEncoding(PositionalEncoding):
         self.spec = spec  # frozen, hence a static part of the module
 
     def rotate_qk(self, q, k, q_positions, k_positions):
-        return self.spec.rotate(q, q_positions, is_query=True), self.spec.rotate(
-            k, k_positions, is_query=False
+        anchor = first_position(k_positions)  # one anchor for queries and keys
+        return (
+            self.spec.rotate(q, q_positions, is_query=True, anchor=anchor),
+            self.spec.rotate(k, k_positions, is_query=False, anchor=anchor),
         )
 
 
@@ -144,11 +146,18 @@ class Rope(EncodingSpec):
             head_dim, self.base, self.scaling, self.scale, self.original_max_len, length
         )
 
-    def rotate(self, x: jax.Array, positions: jax.Array, is_query: bool) -> jax.Array:
-        """x [batch, seq, heads, head_dim] rotated, times YaRN's attention factor under yarn.
+    def rotate(
+        self, x: jax.Array, positions: jax.Array, is_query: bool, anchor: jax.Array | int = 0
+    ) -> jax.Array:
+        """x [batch, seq, heads, head_dim] rotated by positions − anchor ([batch, 1], or 0),
+        times YaRN's attention factor under yarn.
 
+        A shared anchor cancels in q·k, so the logits are RoPE's; it keeps the float32 angles
+        as small as the example's span (the model anchors at each example's first position).
+        The frequencies see the true positions (dynamic_ntk reads the sequence length).
         RoPE treats queries and keys alike; xPos (a subclass) does not."""
-        rotated = apply_rope(x, positions, self.frequencies(x.shape[-1], positions), self.layout)
+        frequencies = self.frequencies(x.shape[-1], positions)
+        rotated = apply_rope(x, positions - anchor, frequencies, self.layout)
         if self.scaling in YARN_RULES:
             rotated = rotated * yarn_attention_factor(self.scale)
         return rotated

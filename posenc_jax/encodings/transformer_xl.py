@@ -19,7 +19,7 @@ per-key feature. With c_i = W_{k,R}ᵀ(q_i + v) split into its sine half s and c
 
     c_i · R[p_i − p_j] = Σ_f (s_f sin a_f + c_f cos a_f) cos b_f
                        + (c_f sin a_f − s_f cos a_f) sin b_f
-    with a_f = p_i ω_f, b_f = p_j ω_f
+    with a_f = (p_i − p_0) ω_f, b_f = (p_j − p_0) ω_f, p_0 the example's first position
 
 which is exact and costs one [q_len, k_len] product of width D per head.
 """
@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, first_position
 from posenc_jax.encodings.rope_scaling import rope_frequencies
 from posenc_jax.errors import ConfigError
 
@@ -55,8 +55,13 @@ class RelativeSinusoidAttention(PositionalEncoding):
         )
         sine_part, cosine_part = jnp.split(projected.astype(jnp.float32), 2, axis=-1)
         frequencies = rope_frequencies(projected.shape[-1], self.base)
-        q_angles = (q_positions[..., None].astype(jnp.float32) * frequencies)[:, :, None, :]
-        k_angles = k_positions[..., None].astype(jnp.float32) * frequencies
+        # Angles of positions from the first one: i − j is unchanged, and the float32 angles
+        # stay as small as the example's span (absolute positions lost 6e-4 at 2048).
+        anchor = first_position(k_positions)
+        q_angles = ((q_positions - anchor)[..., None].astype(jnp.float32) * frequencies)[
+            :, :, None, :
+        ]
+        k_angles = (k_positions - anchor)[..., None].astype(jnp.float32) * frequencies
         sin_a, cos_a = jnp.sin(q_angles), jnp.cos(q_angles)
         query_features = jnp.concatenate(
             [sine_part * sin_a + cosine_part * cos_a, cosine_part * sin_a - sine_part * cos_a],

@@ -9,8 +9,11 @@ position m by ζ_i^(−m/B), so their product carries ζ_i^((n−m)/B): relative
     q'_n = RoPE(q, n) ⊙ ζ^(n/B),     k'_m = RoPE(k, m) ⊙ ζ^(−m/B),     B = `scale_base` = 512
 
 Example, d = 4: ζ = [1.6/5.6, 3.6/5.6] = [0.2857, 0.6429]. The rotation uses the interleaved
-pairs (2i, 2i+1) of the authors' code. torchscale centres positions before scaling to keep the
-numbers small; that shift cancels in q·k, so positions are used as given here.
+pairs (2i, 2i+1) of the authors' code. Like torchscale, positions are centred before scaling
+(here on each example's first position; the shift cancels in q·k), so the numbers stay small;
+even so an example can span only `finite_span` positions (24 521 at the defaults) before
+ζ^(±Δ/B) leaves float32: longer evaluation lengths are reported as not representable, and
+randomized positions must keep max_position within it.
 
 In an encoder, keys to the right of the query (m > n) are amplified rather than decayed: the
 formula is the paper's, which was designed for decoders; it is applied unchanged.
@@ -24,11 +27,13 @@ Shapes: x [batch, seq, heads, head_dim]; positions [batch, seq].
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 
 from posenc_jax.encodings.rope import Rope, pair_values_to_dims
+from posenc_jax.errors import ConfigError
 
 
 def xpos_zeta(head_dim: int, gamma: float = 0.4) -> jax.Array:
@@ -47,13 +52,50 @@ def xpos_scale(
     return xpos_zeta(head_dim, gamma) ** (exponent if is_query else -exponent)
 
 
+# The largest |log| of a scale ζ^(±Δ/B) allowed: e^60 ≈ 1e26 leaves float32 (largest e^88.7)
+# room for |q|·|k| in an encoder, where keys to the right are amplified by ζ^(−Δ/B).
+MAX_LOG_SCALE = 60.0
+
+
 @dataclasses.dataclass(frozen=True)
 class Xpos(Rope):
     name = "xpos"
     scale_base: float = 512.0
     gamma: float = 0.4
 
-    def rotate(self, x: jax.Array, positions: jax.Array, is_query: bool) -> jax.Array:
-        scale = xpos_scale(positions, x.shape[-1], self.scale_base, self.gamma, is_query)
+    @property
+    def finite_span(self) -> int:
+        """How many positions an example may span with every scale finite in float32:
+        Δ/B·|ln ζ_0| <= MAX_LOG_SCALE for the fastest-decaying pair (24 521 at the defaults)."""
+        zeta_0 = self.gamma / (1 + self.gamma)  # ζ_i at i = 0, the smallest
+        return int(MAX_LOG_SCALE * self.scale_base / abs(math.log(zeta_0)))
+
+    @property
+    def num_positions(self) -> int:
+        inherited = super().num_positions
+        return self.finite_span if inherited is None else min(inherited, self.finite_span)
+
+    def validate(self, model) -> None:
+        super().validate(model)
+        if not (self.gamma > 0 and self.scale_base > 0):
+            raise ConfigError(
+                f"encoding.gamma={self.gamma} and encoding.scale_base={self.scale_base} must "
+                f"both be positive."
+            )
+        if self.randomized and self.max_position > self.finite_span:
+            raise ConfigError(
+                f"encoding.max_position={self.max_position} is more than xPos can span: its "
+                f"scale ζ^(±Δ/scale_base) leaves float32 past {self.finite_span} positions "
+                f"(with gamma={self.gamma}, scale_base={self.scale_base}). Choose "
+                f"encoding.max_position <= {self.finite_span}, or a larger encoding.scale_base."
+            )
+
+    def rotate(
+        self, x: jax.Array, positions: jax.Array, is_query: bool, anchor: jax.Array | int = 0
+    ) -> jax.Array:
+        # Centred on the anchor, as torchscale centres positions: the scales stay within
+        # ζ^(±span/B), and their product in q·k is still ζ^((n−m)/B).
+        scale = xpos_scale(positions - anchor, x.shape[-1], self.scale_base, self.gamma, is_query)
         scale = pair_values_to_dims(scale, self.layout)[:, :, None, :]  # every head
-        return (super().rotate(x, positions, is_query).astype(jnp.float32) * scale).astype(x.dtype)
+        rotated = super().rotate(x, positions, is_query, anchor).astype(jnp.float32)
+        return (rotated * scale).astype(x.dtype)

@@ -1,0 +1,71 @@
+"""Every encoding at the largest positions its settings accept: finite outputs, and the same
+outputs as at small positions for every encoding that claims to be relative.
+
+The settings accept encoding.max_position up to 2^24 (the last integer float32 holds exactly);
+xPos only up to its finite span (24 521 at the defaults), past which ζ^(±Δ/B) leaves float32;
+a learned table only its rows. Rotary and sinusoidal relative encodings turn positions into
+angles from each example's first position, so a shift of every position changes nothing at
+all (without that, Transformer-XL's logits moved by 3e-3 at position 16 384, and xPos gave NaN
+past about 36 000)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from posenc_jax.encodings import REGISTRY, available
+from posenc_jax.encodings.base import MAX_POSITION
+from posenc_jax.errors import ConfigError
+from posenc_jax.model import build_model
+
+from helpers import make_settings, perturb_parameters
+
+LENGTH = 10
+
+
+def _largest_position(settings) -> int:
+    """The largest position these settings accept: the encoding's own limit, else 2^24 − 1."""
+    limit = settings.encoding.num_positions
+    return (MAX_POSITION if limit is None else limit) - 1
+
+
+def _outputs(settings, positions):
+    model = build_model(settings, jax.random.key(0))
+    perturb_parameters(model.encoding)
+    tokens = jax.random.randint(jax.random.key(1), (2, LENGTH), 2, settings.task.input_vocab_size)
+    positions = jnp.broadcast_to(jnp.asarray(positions, jnp.int32), (2, LENGTH))
+    return np.asarray(model(tokens, positions, jnp.ones((2, LENGTH), bool)))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("encoding", available())
+def test_the_largest_accepted_positions_give_finite_and_shift_invariant_outputs(encoding, causal):
+    settings = make_settings(f"encoding={encoding}", "task=copy", f"model.causal={causal}")
+    top = _largest_position(settings)
+    near, far = (
+        _outputs(settings, np.arange(LENGTH)),
+        _outputs(settings, top - LENGTH + 1 + np.arange(LENGTH)),
+    )
+    assert np.isfinite(far).all()
+    # FIRE is relative only below its threshold L: past it the normaliser grows with the query.
+    if REGISTRY[encoding].family not in ("absolute",) and encoding != "fire":
+        np.testing.assert_allclose(far, near, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_xpos_is_finite_across_its_whole_span(causal):
+    settings = make_settings("encoding=xpos", "task=copy", f"model.causal={causal}")
+    span = settings.encoding.finite_span
+    assert span == 24521  # 60 · 512 / |ln(0.4 / 1.4)|
+    positions = np.linspace(0, span - 1, LENGTH).astype(int)  # first and last 24 520 apart
+    assert np.isfinite(_outputs(settings, positions)).all()
+
+
+def test_positions_past_what_an_encoding_can_hold_are_refused():
+    with pytest.raises(ConfigError, match=r"encoding.max_position=65536 is more than xPos can"):
+        make_settings("encoding=xpos", "encoding.randomized=true", "encoding.max_position=65536")
+    with pytest.raises(ConfigError, match=r"encoding.max_position=16777217 is past 16777216"):
+        make_settings("encoding.randomized=true", "encoding.max_position=16777217")
+    # Evaluation lengths past xPos's span are reported as not representable, not run.
+    xpos = make_settings("encoding=xpos").encoding
+    assert xpos.represents(24521) and not xpos.represents(24522)
