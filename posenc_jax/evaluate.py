@@ -139,11 +139,15 @@ def representable_lengths(settings: Settings) -> list[int]:
     return [n for n in lengths if settings.encoding.represents(settings.task.sequence_len(n))]
 
 
-def length_work(settings: Settings, length: int) -> int:
-    """The padded slots one example of `length` runs at: the measure of its share of the
-    evaluation's work (a length in the 4x bucket costs far more than one in the first)."""
+def length_work(settings: Settings) -> dict[int, int]:
+    """Each length that runs, and the padded slots its examples run at: the measure of its
+    share of the evaluation's work (a length in the 4x bucket costs far more than one in the
+    first)."""
     buckets = length_buckets(settings.task.train_max_len, settings.eval_max_len)
-    return settings.task.sequence_len(bucket_of(length, buckets))
+    return {
+        n: settings.task.sequence_len(bucket_of(n, buckets))
+        for n in representable_lengths(settings)
+    }
 
 
 def evaluate(
@@ -216,7 +220,7 @@ def evaluate_with_attention(
     """`evaluate`, and the attention maps of `eval.attention_len` (default: the longest length
     evaluated), recorded as `attention_len` in the results; no maps if no length was run."""
     evaluation = evaluate(settings, graphdef, params, on_progress)
-    evaluated = [n for n in evaluation["lengths"] if n not in evaluation["not_representable"]]
+    evaluated = representable_lengths(settings)
     # Validation guarantees that a chosen attention_len is evaluated.
     length = settings.eval.attention_len or (evaluated[-1] if evaluated else None)
     evaluation["attention_len"] = length

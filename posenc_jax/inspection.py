@@ -43,7 +43,7 @@ from posenc_jax.encodings import (
     make_encoding,
 )
 from posenc_jax.errors import ConfigError, require_at_least, require_int
-from posenc_jax.model import attention_scores
+from posenc_jax.model import attention_mask, attention_scores
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.report import plt
 from posenc_jax.spec import construct
@@ -118,15 +118,16 @@ def attention_bias(
             f"layer={layer!r} is out of range; a model of num_layers={num_layers} has layers "
             f"0..{num_layers - 1}."
         )
-    module = build_encoding(
-        name, num_heads=num_heads, num_layers=num_layers, causal=causal, seed=seed, **params
-    )
-    if not ENCODINGS[name].adds_logit_bias:
+    # Refused before anything is built; an unknown name is left to build_encoding's error.
+    if name in ENCODINGS and not ENCODINGS[name].adds_logit_bias:
         with_bias = [n for n in available() if ENCODINGS[n].adds_logit_bias]
         raise ConfigError(
             f"Encoding {name!r} adds no content-independent bias to the attention logits, so it "
             f"has no attention_bias; the encodings that do are {with_bias}."
         )
+    module = build_encoding(
+        name, num_heads=num_heads, num_layers=num_layers, causal=causal, seed=seed, **params
+    )
     bias = module.logit_bias(jnp.arange(q_len)[None, :], jnp.arange(k_len)[None, :], layer)
     assert bias is not None  # declared by adds_logit_bias, and tested for every encoding
     return bias[0]
@@ -148,9 +149,7 @@ def position_similarity(
         vectors = module.embed(jnp.zeros((1, length, model.d_model)), positions)[0]
         return np.asarray(vectors @ vectors.T)[None]
     content = jnp.ones((1, length, model.num_heads, model.head_dim))
-    mask = jnp.ones((1, 1, length, length), bool)
-    if model.causal:
-        mask = mask & jnp.tril(jnp.ones((length, length), bool))
+    mask = attention_mask(jnp.ones((1, length), bool), model.causal)
     scores = attention_scores(module, content, content, positions, positions, mask, layer=0)
     logits = np.asarray(jnp.where(mask, scores, jnp.nan)[0])
     same = all(np.allclose(logits[0], head, equal_nan=True) for head in logits[1:])

@@ -24,6 +24,16 @@ from posenc_jax.model_config import ModelConfig
 MASKED = -1e9  # finite, so a row with every key masked gives a uniform softmax, not NaN
 
 
+def attention_mask(token_mask: jax.Array, causal: bool) -> jax.Array:
+    """Which keys each query may attend to: [B, T] bool -> [B, 1, T, T] (True = may attend).
+    Padding keys never; in a decoder (`causal`), no key after the query either."""
+    mask = token_mask[:, None, None, :]
+    if causal:
+        length = token_mask.shape[1]
+        mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))
+    return mask
+
+
 def attention_scores(
     encoding: PositionalEncoding,
     q: jax.Array,
@@ -145,10 +155,7 @@ class Transformer(nnx.Module):
     ) -> tuple[jax.Array, list[jax.Array]]:
         """-> (logits [B, T, num_outputs], per-layer attention weights). Under jit, XLA drops
         whichever of the two the caller does not use."""
-        mask = token_mask[:, None, None, :]  # keys: padding is never attended to
-        if self.causal:
-            length = tokens.shape[1]
-            mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))
+        mask = attention_mask(token_mask, self.causal)
         x = self.encoding.embed(self.embed(tokens), positions)
         weights = []
         for block in self.blocks:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from posenc_jax import metrics
 from posenc_jax.config import Settings
-from posenc_jax.evaluate import evaluate_with_attention, length_work, representable_lengths
+from posenc_jax.evaluate import evaluate_with_attention, length_work
 from posenc_jax.report import accuracy_figure, attention_figure, format_table
 from posenc_jax.run_log import RunLog, json_safe
 
@@ -130,11 +130,11 @@ def record_evaluation(
     The bar fills by work, not by lengths (`evaluate.length_work`), so that its time left holds
     when the long lengths come last; its label counts the lengths done."""
     description = run_title(settings) + f" · evaluating{f' {tag}' if tag else ''}"
-    lengths = representable_lengths(settings)
+    work = length_work(settings)
     done = 0
     with tqdm(
-        total=sum(length_work(settings, n) for n in lengths),
-        desc=f"{description}: 0/{len(lengths)} lengths",
+        total=sum(work.values()),
+        desc=f"{description}: 0/{len(work)} lengths",
         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
         disable=not show_progress,
         dynamic_ncols=True,
@@ -143,8 +143,8 @@ def record_evaluation(
         def on_progress(length: int) -> None:
             nonlocal done
             done += 1
-            bar.set_description_str(f"{description}: {done}/{len(lengths)} lengths", refresh=False)
-            bar.update(length_work(settings, length))
+            bar.set_description_str(f"{description}: {done}/{len(work)} lengths", refresh=False)
+            bar.update(work[length])
 
         evaluation, attention = evaluate_with_attention(settings, graphdef, params, on_progress)
     write_evaluation(settings, evaluation, attention, run_dir, log, step, tag)

@@ -33,11 +33,11 @@ def sorted_subset(key: jax.Array, size: jax.Array, max_position: int, width: int
     `size` of `width` entries: [width] int32 (entries from `size` on are max_position, filler).
 
     The first `size` values of a uniform random permutation are a uniform `size`-subset; sorting
-    the marked values puts them first, in order. `size` may be traced; only `width` is static,
-    and it only cuts the result, so the subset does not depend on it."""
+    them, with the rest replaced by the filler, puts them first, in order. `size` may be traced;
+    only `width` is static, and it only cuts the result, so the subset does not depend on it."""
     permutation = jax.random.permutation(key, max_position)
-    chosen = jnp.zeros(max_position, bool).at[permutation].set(jnp.arange(max_position) < size)
-    ascending = jnp.sort(jnp.where(chosen, jnp.arange(max_position), max_position))
+    first = jnp.arange(max_position) < size
+    ascending = jnp.sort(jnp.where(first, permutation, max_position))
     if width > max_position:  # a padded row longer than the range: its extra slots are padding
         ascending = jnp.pad(ascending, (0, width - max_position), constant_values=max_position)
     return ascending[:width].astype(jnp.int32)

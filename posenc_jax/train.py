@@ -145,9 +145,8 @@ def train(settings: Settings, on_log: Callable[[int, dict[str, float]], None]) -
     cfg = settings.train
     graphdef, state, optimizer = init_state(settings)
     schedule = learning_rate_schedule(settings.optim, cfg.steps)
-    chunks: dict[
-        int, Callable
-    ] = {}  # one compiled program per chunk size (a final short chunk adds one)
+    # One compiled program per chunk size (a final short chunk adds one).
+    chunks: dict[int, Callable] = {}
     window = None
     last: dict[str, float] = {}
     status = "completed"
