@@ -107,7 +107,7 @@ def _inspect(cfg: DictConfig) -> None:
             spec, model, options.length, options.trained_len, out_dir, options.seed
         )
         print(summary)
-        print(f"pictures: {', '.join(pictures_for(spec))} in {out_dir}")
+        print(f"wrote {', '.join([*pictures_for(spec), 'summary.txt'])} in {out_dir}")
 
     _run_command("posenc-inspect", start)
 

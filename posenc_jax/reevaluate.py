@@ -90,7 +90,7 @@ def reevaluate(
     finally:
         log.close()
     results = results_document(settings, original["train"], evaluation)
-    write_results(run_dir, results, tag)
+    print(f"wrote {write_results(run_dir, results, tag)}")
     return results
 
 

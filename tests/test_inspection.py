@@ -93,7 +93,7 @@ def test_cli_names_only_the_pictures_it_wrote(tmp_path, capsys):
             inspect_main, [f"encoding={encoding}", "length=16", f"out_dir={tmp_path}"], capsys
         )
         assert status == 0, err
-    assert f"pictures: similarity.png in {tmp_path}" in out
+    assert f"wrote similarity.png, summary.txt in {tmp_path}" in out
 
 
 @pytest.mark.parametrize("override", ["length=abc", "length=8.5", "seed=abc", "length=null"])

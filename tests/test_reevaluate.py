@@ -47,7 +47,7 @@ def test_longer_evaluation_extends_the_same_numbers(trained_run, capsys):
     # The same examples at every length evaluated before, whatever bucket they now fall in.
     assert ev["token_acc"][: len(before["lengths"])] == before["token_acc"]
     assert ev["attention_len"] == 30
-    assert "max_len-30" in capsys.readouterr().out
+    assert f"wrote {run_dir / 'results_max_len-30.json'}" in capsys.readouterr().out
 
 
 def test_scaling_rule_is_applied_and_tagged(trained_run):
