@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from posenc_jax.encodings import EncodingSpec, make_encoding
-from posenc_jax.errors import ConfigError, require_positive
+from posenc_jax.errors import ConfigError, require_positive, require_seed
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import construct
 from posenc_jax.tasks import TaskSpec, make_task
@@ -200,8 +200,8 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
         key: construct(cls, _section(raw, key), f"section {key!r}") for key, cls in sections.items()
     }
     seed = raw.get("seed", 0)
-    _require_seed("seed", seed)
-    _require_seed("eval.seed", parts["eval"].seed)
+    require_seed("seed", seed)
+    require_seed("eval.seed", parts["eval"].seed)
     task = make_task(_section(raw, "task"))
     encoding = make_encoding(_section(raw, "encoding"))
     # Positions seen in training: 0 .. max_position-1 when randomized, else the longest example.
@@ -226,12 +226,6 @@ def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
             f"(e.g. {key}.<key>=<value>; posenc-train --help lists them)."
         )
     return dict(value)
-
-
-def _require_seed(name: str, seed: Any) -> None:
-    # Seeds become JAX PRNG keys, which hold 64 bits.
-    if type(seed) is not int or not 0 <= seed < 2**63:
-        raise ConfigError(f"{name}={seed!r} must be an integer in [0, 2^63).")
 
 
 def _require_positive_finite(name: str, value: float) -> None:

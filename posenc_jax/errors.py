@@ -25,3 +25,9 @@ def require_int(name: str, value: object, minimum: int) -> None:
     """Raise ConfigError unless value is an int (not a bool) and at least minimum."""
     if type(value) is not int or value < minimum:
         raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}.")
+
+
+def require_seed(name: str, seed: object) -> None:
+    """Seeds become JAX PRNG keys, which hold 64 bits: an integer in [0, 2^63)."""
+    if type(seed) is not int or not 0 <= seed < 2**63:
+        raise ConfigError(f"{name}={seed!r} must be an integer in [0, 2^63).")

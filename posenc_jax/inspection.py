@@ -42,7 +42,7 @@ from posenc_jax.encodings import (
     available,
     make_encoding,
 )
-from posenc_jax.errors import ConfigError, require_at_least, require_int
+from posenc_jax.errors import ConfigError, require_at_least, require_int, require_seed
 from posenc_jax.model import attention_mask, attention_scores
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.report import plt
@@ -77,7 +77,7 @@ def build_encoding(
     `seed`, built for a model of `num_heads` heads (d_model defaults to 2 per head), `num_layers`
     layers and the given mask. Raises ConfigError for an unknown name, parameter or bad value."""
     require_int("num_heads", num_heads, 1)
-    require_int("seed", seed, 0)
+    require_seed("seed", seed)
     spec = make_encoding({"name": name, **params})
     shape = {
         "d_model": 2 * num_heads if d_model is None else d_model,
@@ -184,7 +184,7 @@ def inspect_encoding(
     """Write the pictures and summary.txt into out_dir; returns the summary text."""
     require_at_least("length", length, 2)
     require_at_least("trained_len", trained_len, 1)
-    require_int("seed", seed, 0)
+    require_seed("seed", seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(spec, Rope):

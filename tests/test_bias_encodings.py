@@ -137,7 +137,8 @@ def test_attention_bias_checks_the_layer_against_the_model_it_builds(encoding, p
         ({"q_len": -3}, r"q_len=-3 must be an integer >= 1"),
         ({"q_len": 2.5}, r"q_len=2.5 must be an integer >= 1"),
         ({"layer": True}, r"layer=True is out of range"),
-        ({"seed": "a"}, r"seed='a' must be an integer >= 0"),
+        ({"seed": "a"}, r"seed='a' must be an integer in \[0, 2\^63\)"),
+        ({"seed": 2**63}, r"seed=9223372036854775808 must be an integer in \[0, 2\^63\)"),
         ({"causal": "no"}, r"causal='no' in build_encoding's arguments has the wrong type"),
     ],
 )

@@ -69,3 +69,21 @@ def test_positions_past_what_an_encoding_can_hold_are_refused():
     # Evaluation lengths past xPos's span are reported as not representable, not run.
     xpos = make_settings("encoding=xpos").encoding
     assert xpos.represents(24521) and not xpos.represents(24522)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["encoding.gamma=1e20"], r"encoding.gamma=1e\+20 gives ζ_0 = .* needs 0 < ζ_0 < 1"),
+        (["encoding.gamma=1e-50"], r"encoding.gamma=1e-50 gives ζ_0"),
+        (["encoding.gamma=inf"], r"must both be positive and finite"),
+        (["encoding.scale_base=inf"], r"must both be positive and finite"),
+        (["encoding.scale_base=0.001"], r"encoding.scale_base=0.001 is too small"),
+        (["encoding.scaling=pi", "encoding.scale=inf"], r"encoding.scale=inf must be finite"),
+    ],
+)
+def test_xpos_constants_that_float32_cannot_hold_are_refused(overrides, message):
+    """Each passed the old checks and then crashed (ZeroDivisionError, OverflowError) or
+    diverged (ζ_0 flushed to 0), or, for an infinite scale, turned RoPE into NoPE silently."""
+    with pytest.raises(ConfigError, match=message):
+        make_settings("encoding=xpos", *overrides)

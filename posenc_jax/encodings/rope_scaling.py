@@ -118,6 +118,8 @@ def check_scaling(scaling: str, scale: float, original_max_len: int | None) -> s
             f"encoding.scaling={scaling!r} is unknown; valid choices are {list(SCALINGS)}."
         )
     require_at_least("encoding.scale", scale, 1.0)
+    if not math.isfinite(scale):  # inf passed the bound and turned every frequency to 0 or NaN
+        raise ConfigError(f"encoding.scale={scale} must be finite.")
     if scaling == "none" and scale != 1.0:
         raise ConfigError(
             f"encoding.scale={scale} has no effect with encoding.scaling=none; choose a rule "

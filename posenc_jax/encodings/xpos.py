@@ -31,6 +31,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from posenc_jax.encodings.rope import Rope, pair_values_to_dims
 from posenc_jax.errors import ConfigError
@@ -64,11 +65,16 @@ class Xpos(Rope):
     gamma: float = 0.4
 
     @property
+    def zeta_0(self) -> float:
+        """ζ_i at i = 0, the smallest, as float32 holds it (the scales are float32)."""
+        return float(np.float32(self.gamma / (1 + self.gamma)))
+
+    @property
     def finite_span(self) -> int:
         """How many positions an example may span with every scale finite in float32:
-        Δ/B·|ln ζ_0| <= MAX_LOG_SCALE for the fastest-decaying pair (24 521 at the defaults)."""
-        zeta_0 = self.gamma / (1 + self.gamma)  # ζ_i at i = 0, the smallest
-        return int(MAX_LOG_SCALE * self.scale_base / abs(math.log(zeta_0)))
+        Δ/B·|ln ζ_0| <= MAX_LOG_SCALE for the fastest-decaying pair (24 521 at the defaults).
+        Needs valid constants (see `validate`)."""
+        return int(MAX_LOG_SCALE * self.scale_base / abs(math.log(self.zeta_0)))
 
     @property
     def num_positions(self) -> int:
@@ -77,10 +83,23 @@ class Xpos(Rope):
 
     def validate(self, model) -> None:
         super().validate(model)
-        if not (self.gamma > 0 and self.scale_base > 0):
+        constants_finite = math.isfinite(self.gamma) and math.isfinite(self.scale_base)
+        if not (constants_finite and self.gamma > 0 and self.scale_base > 0):
             raise ConfigError(
                 f"encoding.gamma={self.gamma} and encoding.scale_base={self.scale_base} must "
-                f"both be positive."
+                f"both be positive and finite (the paper's are 0.4 and 512)."
+            )
+        # Extreme gammas round ζ_0 to 1, or below float32's normal range (CPUs flush it to 0).
+        if not np.finfo(np.float32).tiny <= self.zeta_0 < 1:
+            raise ConfigError(
+                f"encoding.gamma={self.gamma} gives ζ_0 = gamma / (1 + gamma) = {self.zeta_0} "
+                f"in float32, where xPos needs 0 < ζ_0 < 1 (a decay); choose gamma between "
+                f"about 1e-30 and 1e6 (the paper's is 0.4)."
+            )
+        if self.finite_span < 1:
+            raise ConfigError(
+                f"encoding.scale_base={self.scale_base} is too small: xPos's scale leaves float32 "
+                f"within one position; choose a larger encoding.scale_base (the paper's is 512)."
             )
         if self.randomized and self.max_position > self.finite_span:
             raise ConfigError(
