@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from posenc_jax.decoding import DECODINGS, DEFAULT_DECODING
 from posenc_jax.encodings import EncodingSpec, make_encoding
 from posenc_jax.errors import ConfigError, require_positive, require_seed
 from posenc_jax.model_config import ModelConfig
@@ -87,7 +88,9 @@ class TrainConfig:
 class EvalConfig:
     """Per-length evaluation. `max_len=None` means 4 × task.train_max_len; `min_len=None` means
     task.train_min_len. Attention maps are drawn for one input length, `attention_len`
-    (None = the longest length evaluated), and also saved as PNG if `save_attention`."""
+    (None = the longest length evaluated), and also saved as PNG if `save_attention`.
+    `decoding` is how a decoder's answers are produced (`posenc_jax.decoding`): "greedy" or
+    "teacher_forced"; None means greedy for a decoder, and an encoder takes none."""
 
     max_len: int | None = None
     min_len: int | None = None
@@ -95,9 +98,15 @@ class EvalConfig:
     seed: int = 0  # fixed across runs, so every run of a sweep is scored on the same examples
     attention_len: int | None = None
     save_attention: bool = False
+    decoding: str | None = None
 
     def validate(self) -> None:
         require_positive("eval.examples_per_length", self.examples_per_length)
+        if self.decoding is not None and self.decoding not in DECODINGS:
+            raise ConfigError(
+                f"eval.decoding={self.decoding!r} is unknown; valid choices are "
+                f"{list(DECODINGS)}, or null (greedy for a decoder)."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +129,14 @@ class Settings:
     def eval_max_len(self) -> int:
         return 4 * self.task.train_max_len if self.eval.max_len is None else self.eval.max_len
 
+    @property
+    def scoring(self) -> str:
+        """How evaluation produces the answers it scores: "encoder", or a decoder's
+        eval.decoding ("greedy" unless set)."""
+        if not self.model.causal:
+            return "encoder"
+        return self.eval.decoding or DEFAULT_DECODING
+
     def validate(self) -> None:
         self.model.validate()
         self.train.validate()
@@ -132,6 +149,12 @@ class Settings:
                 f"eval.min_len={self.eval_min_len} and eval.max_len={self.eval_max_len} do not "
                 f"form a range of lengths for task {self.task.name!r}: need "
                 f"{self.task.min_input_len} <= eval.min_len <= eval.max_len."
+            )
+        if self.eval.decoding is not None and not self.model.causal:
+            raise ConfigError(
+                f"eval.decoding={self.eval.decoding} applies to decoders (model.causal=true) "
+                f"only: an encoder reads all its answer slots in one pass and feeds nothing "
+                f"back. Leave eval.decoding unset (null), or set model.causal=true."
             )
         if self.eval.attention_len is not None:
             self._validate_attention_len(self.eval.attention_len)

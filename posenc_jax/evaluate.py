@@ -17,7 +17,8 @@ Reported per length: per-token accuracy over the answer slots, and whole-sequenc
 A length whose positions the encoding cannot represent (e.g. past a learned table) is not run:
 its accuracies are None, it is listed in `not_representable`, and a mean over a range that
 contains one is None too (with `acc_ood_representable` giving the mean over the rest).
-Decoder models are scored with teacher forcing: each answer slot sees the true earlier answers.
+Decoders are scored on the answers they generate greedily (`eval.decoding=greedy`, the default),
+or with teacher forcing (`teacher_forced`); see `decoding.py`. results.json's `scoring` says which.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from flax import nnx
 from posenc_jax import metrics
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.config import Settings
+from posenc_jax.decoding import decode
 from posenc_jax.positions import position_scheme
 from posenc_jax.tasks import Batch
 
@@ -101,8 +103,8 @@ def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
         batch = eval_batch(settings, length, padded_len)
 
         def count(chunk: Batch) -> metrics.Counts:
-            model = nnx.merge(graphdef, params)
-            return metrics.count(model(chunk.inputs, chunk.positions, chunk.token_mask), chunk)
+            logits, _ = decode(nnx.merge(graphdef, params), chunk, settings.scoring)
+            return metrics.count(logits, chunk)
 
         chunk = chunk_size(batch.inputs.shape[0], settings.model.num_heads, batch.inputs.shape[1])
         return metrics.total(map_in_chunks(count, batch, chunk))
@@ -117,7 +119,8 @@ def attention_maps(
     [heads, T, T] with T its real (unpadded) number of slots; rows are queries.
 
     `length` must be one that `evaluate` runs; the example is the one it scores there, in the
-    same bucket, so it has the same positions."""
+    same bucket, so it has the same positions, and a greedy decoder's maps are of the answers
+    it generated."""
     padded_len = bucket_of(
         length, length_buckets(settings.task.train_max_len, settings.eval_max_len)
     )
@@ -125,9 +128,9 @@ def attention_maps(
     @jax.jit
     def first_example_weights(params):
         batch = jax.tree.map(lambda a: a[:1], eval_batch(settings, jnp.int32(length), padded_len))
-        return nnx.merge(graphdef, params).attention_weights(
-            batch.inputs, batch.positions, batch.token_mask
-        )
+        model = nnx.merge(graphdef, params)
+        _, inputs = decode(model, batch, settings.scoring)
+        return model.attention_weights(inputs, batch.positions, batch.token_mask)
 
     real = settings.task.sequence_len(length)
     return [np.asarray(weights)[0, :, :real, :real] for weights in first_example_weights(params)]
@@ -204,7 +207,7 @@ def evaluate(
         **summaries,
         "not_representable": [n for n in lengths if n not in counts],
         "task_kind": task.kind,
-        "scoring": "teacher_forced" if settings.model.causal else "encoder",
+        "scoring": settings.scoring,
         "buckets": buckets,
         "num_compilations": compiled.count,
         "wall_s": eval_s,

@@ -9,9 +9,16 @@ at the input, and `rotate_qk`, `attention_logits`, `logit_bias`, `attention_outp
 attention layer, which tells the encoding its index. Nothing branches on the encoding's name.
 `causal=True` adds a lower-triangular mask (decoder); otherwise attention is bidirectional
 (encoder). Padding keys are masked out in both modes.
+
+`forward` runs every slot at once and also returns each layer's keys and values; a decoder's
+`decode_step` runs one new slot against them, a key/value cache, so that greedy decoding
+(`decoding.py`) costs one slot per answer, not one pass. Both go through the same layers and the
+same hooks: the hooks see queries and keys with their own positions, whatever their numbers.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,17 @@ def attention_mask(token_mask: jax.Array, causal: bool) -> jax.Array:
         length = token_mask.shape[1]
         mask = mask & jnp.tril(jnp.ones((length, length), dtype=bool))
     return mask
+
+
+class Context(NamedTuple):
+    """Where attention's queries and keys sit: positions [B, Tq] and [B, T] int, the mask
+    [B, 1, Tq, T] bool (True = may attend), and, when one new slot is decoded against a
+    key/value cache, that slot's index per example [B] (None in a full pass, where Tq = T)."""
+
+    q_positions: jax.Array
+    k_positions: jax.Array
+    mask: jax.Array
+    slot: jax.Array | None
 
 
 def attention_scores(
@@ -58,6 +76,23 @@ def attention_scores(
     return jnp.where(mask, logits, MASKED)
 
 
+class KeyValues(NamedTuple):
+    """One attention layer's keys and values at every slot, as the encoding's hooks receive them
+    (before `rotate_qk`): each [B, T, heads, head_dim]. A decoder's key/value cache."""
+
+    keys: jax.Array
+    values: jax.Array
+
+    def write(self, slot: jax.Array, new: KeyValues) -> KeyValues:
+        """This cache with `new` (one slot per example, [B, 1, heads, head_dim]) stored at
+        each example's `slot` [B]."""
+        rows = jnp.arange(slot.shape[0])
+        return KeyValues(
+            self.keys.at[rows, slot].set(new.keys[:, 0]),
+            self.values.at[rows, slot].set(new.values[:, 0]),
+        )
+
+
 class Attention(nnx.Module):
     def __init__(self, config: ModelConfig, layer: int, rngs: nnx.Rngs):
         self.layer = layer
@@ -69,20 +104,38 @@ class Attention(nnx.Module):
     def __call__(
         self,
         x: jax.Array,
-        positions: jax.Array,
-        mask: jax.Array,
+        context: Context,
         encoding: PositionalEncoding,
-    ) -> tuple[jax.Array, jax.Array]:
-        """x [B, T, D], positions [B, T], mask [B, 1, T, T] bool (True = may attend) ->
-        (output [B, T, D], attention weights [B, heads, T, T])."""
+        cache: KeyValues | None = None,
+    ) -> tuple[jax.Array, jax.Array, KeyValues]:
+        """x [B, Tq, D] at the query slots of `context` -> (output [B, Tq, D], attention weights
+        [B, heads, Tq, T], the keys and values attended to).
+
+        Without a cache the queries are the keys (Tq = T). With one, x is one new slot per
+        example (Tq = 1): its key and value are written into the cache at `context.slot`, and
+        the query attends to the whole cache through the same hooks as a full pass."""
         batch, length, _ = x.shape
         q, k, v = jnp.split(
             self.qkv(x).reshape(batch, length, 3 * self.num_heads, self.head_dim), 3, axis=2
         )
-        logits = attention_scores(encoding, q, k, positions, positions, mask, self.layer)
+        attended = KeyValues(k, v)
+        if cache is not None:
+            assert context.slot is not None, "a cache is only passed with the slot to write"
+            attended = cache.write(context.slot, attended)
+        logits = attention_scores(
+            encoding,
+            q,
+            attended.keys,
+            context.q_positions,
+            context.k_positions,
+            context.mask,
+            self.layer,
+        )
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
-        mixed = encoding.attention_output(weights, v, positions, positions, self.layer)
-        return self.out(mixed.reshape(batch, length, -1)), weights
+        mixed = encoding.attention_output(
+            weights, attended.values, context.q_positions, context.k_positions, self.layer
+        )
+        return self.out(mixed.reshape(batch, length, -1)), weights, attended
 
 
 class MLP(nnx.Module):
@@ -103,15 +156,18 @@ class Block(nnx.Module):
         self.mlp_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x, positions, mask, encoding) -> tuple[jax.Array, jax.Array]:
-        """-> (x [B, T, D], this block's attention weights [B, heads, T, T])."""
+    def __call__(
+        self, x, context: Context, encoding, cache: KeyValues | None = None
+    ) -> tuple[jax.Array, jax.Array, KeyValues]:
+        """-> (x [B, Tq, D], this block's attention weights [B, heads, Tq, T], its keys and
+        values); see `Attention`."""
         if self.pre_norm:
-            attended, weights = self.attention(self.attention_norm(x), positions, mask, encoding)
+            attended, weights, kv = self.attention(self.attention_norm(x), context, encoding, cache)
             x = x + attended
-            return x + self.mlp(self.mlp_norm(x)), weights
-        attended, weights = self.attention(x, positions, mask, encoding)
+            return x + self.mlp(self.mlp_norm(x)), weights, kv
+        attended, weights, kv = self.attention(x, context, encoding, cache)
         x = self.attention_norm(x + attended)
-        return self.mlp_norm(x + self.mlp(x)), weights
+        return self.mlp_norm(x + self.mlp(x)), weights, kv
 
 
 class Transformer(nnx.Module):
@@ -152,18 +208,52 @@ class Transformer(nnx.Module):
 
     def forward(
         self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array
-    ) -> tuple[jax.Array, list[jax.Array]]:
-        """-> (logits [B, T, num_outputs], per-layer attention weights). Under jit, XLA drops
-        whichever of the two the caller does not use."""
-        mask = attention_mask(token_mask, self.causal)
-        x = self.encoding.embed(self.embed(tokens), positions)
-        weights = []
-        for block in self.blocks:
-            x, layer_weights = block(x, positions, mask, self.encoding)
+    ) -> tuple[jax.Array, list[jax.Array], list[KeyValues]]:
+        """One pass over every slot -> (logits [B, T, num_outputs], per-layer attention
+        weights, per-layer keys and values: a decoder's cache after this pass). Under jit, XLA
+        drops whatever the caller does not use."""
+        context = Context(positions, positions, attention_mask(token_mask, self.causal), slot=None)
+        return self._layers(tokens, context, caches=None)
+
+    def decode_step(
+        self,
+        tokens: jax.Array,
+        slot: jax.Array,
+        positions: jax.Array,
+        token_mask: jax.Array,
+        caches: list[KeyValues],
+    ) -> tuple[jax.Array, list[KeyValues]]:
+        """A decoder's next slot, from the key/value cache of the slots before it.
+
+        tokens [B, 1]: each example's token at its `slot` [B]; positions, token_mask [B, T]:
+        the whole example's, as in `forward` (slots after `slot` are not attended to, so what
+        the caches hold there does not matter). -> (logits [B, 1, num_outputs], the caches
+        with this slot's keys and values written in). The logits equal those `forward` gives
+        at `slot` for the same tokens up to it, up to float rounding."""
+        slots = jnp.arange(positions.shape[1])[None, :]
+        visible = token_mask & (slots <= slot[:, None])
+        context = Context(
+            q_positions=jnp.take_along_axis(positions, slot[:, None], axis=1),
+            k_positions=positions,
+            mask=visible[:, None, None, :],
+            slot=slot,
+        )
+        logits, _, caches = self._layers(tokens, context, caches)
+        return logits, caches
+
+    def _layers(
+        self, tokens: jax.Array, context: Context, caches: list[KeyValues] | None
+    ) -> tuple[jax.Array, list[jax.Array], list[KeyValues]]:
+        x = self.encoding.embed(self.embed(tokens), context.q_positions)
+        weights, attended = [], []
+        for layer, block in enumerate(self.blocks):
+            cache = None if caches is None else caches[layer]
+            x, layer_weights, kv = block(x, context, self.encoding, cache)
             weights.append(layer_weights)
+            attended.append(kv)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return self.head(x), weights
+        return self.head(x), weights, attended
 
 
 def build_model(settings: Settings, key: jax.Array) -> Transformer:

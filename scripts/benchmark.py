@@ -2,9 +2,13 @@
 
     python scripts/benchmark.py                        # default model, every encoding
     python scripts/benchmark.py --encodings rope nope --steps 1000 task=reverse
+    python scripts/benchmark.py --encodings rope --steps 10 model.causal=true task=reverse \
+        eval.max_len=64                                # a decoder: greedy against teacher-forced
 
 Extra arguments are Hydra overrides applied to every measured config. Timing excludes the first
-dispatch (compilation), which is reported on its own. Speed is measured here, never in tests.
+dispatch (compilation), which is reported on its own. A decoder is evaluated with each decoding
+(`eval.decoding`), on the same parameters; evaluation times include its compilations, as a run
+pays them. Speed is measured here, never in tests.
 """
 
 from __future__ import annotations
@@ -17,17 +21,21 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from posenc_jax.cli import config_dir
-from posenc_jax.compilation import CompilationCounter
-from posenc_jax.config import settings_from_dict
+from posenc_jax.config import Settings, settings_from_dict
+from posenc_jax.decoding import DECODINGS
 from posenc_jax.encodings import available
 from posenc_jax.evaluate import evaluate
 from posenc_jax.train import init_state, make_train_chunk
 
 
-def measure(overrides: list[str], steps: int) -> dict[str, float]:
+def load_settings(overrides: list[str]) -> Settings:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    settings = settings_from_dict(OmegaConf.to_container(cfg, resolve=True))
+    return settings_from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+
+def measure(overrides: list[str], steps: int) -> dict[str, float]:
+    settings = load_settings(overrides)
     graphdef, state, optimizer = init_state(settings)
     size = settings.train.steps_per_dispatch
     chunk = make_train_chunk(settings, graphdef, optimizer, size)
@@ -44,15 +52,17 @@ def measure(overrides: list[str], steps: int) -> dict[str, float]:
     jax.block_until_ready(state)
     elapsed = time.perf_counter() - start
 
-    with CompilationCounter() as compiled:
-        evaluation = evaluate(settings, graphdef, state.params)
-    return {
-        "steps_per_s": dispatches * size / elapsed,
-        "first_dispatch_s": first,
-        "eval_s": evaluation["wall_s"],
-        "eval_lengths": len(evaluation["lengths"]),
-        "eval_compilations": compiled.count,
-    }
+    measured = {"steps_per_s": dispatches * size / elapsed, "first_dispatch_s": first}
+    decodings = DECODINGS if settings.model.causal else ("encoder",)
+    for decoding in decodings:
+        evaluated = settings
+        if settings.model.causal:
+            evaluated = load_settings([*overrides, f"eval.decoding={decoding}"])
+        evaluation = evaluate(evaluated, graphdef, state.params)
+        measured[f"{decoding}_eval_s"] = evaluation["wall_s"]
+        measured[f"{decoding}_eval_compilations"] = evaluation["num_compilations"]
+        measured["eval_lengths"] = len(evaluation["lengths"])
+    return measured
 
 
 def main() -> None:
@@ -67,15 +77,21 @@ def main() -> None:
         f"jax {jax.__version__} on {jax.devices()[0].platform}; overrides: "
         f"{args.overrides or 'none'}"
     )
-    print(
-        f"{'encoding':<15} {'steps/s':>9} {'1st dispatch s':>15} {'eval s':>8} "
-        f"{'eval lengths':>13} {'eval compiles':>14}"
-    )
+    header = f"{'encoding':<15} {'steps/s':>9} {'1st dispatch s':>15} {'eval lengths':>13}"
+    print(header + "  evaluation s (compilations) per decoding")
     for name in args.encodings:
         r = measure([f"encoding={name}", *args.overrides], args.steps)
+        decodings = [key.removesuffix("_eval_s") for key in r if key.endswith("_eval_s")]
+        per_decoding = "  ".join(
+            f"{d} {r[f'{d}_eval_s']:.2f} ({r[f'{d}_eval_compilations']})" for d in decodings
+        )
+        if "greedy" in decodings:
+            per_decoding += (
+                f"  greedy/teacher_forced {r['greedy_eval_s'] / r['teacher_forced_eval_s']:.2f}x"
+            )
         print(
-            f"{name:<15} {r['steps_per_s']:9.1f} {r['first_dispatch_s']:15.2f} {r['eval_s']:8.2f} "
-            f"{r['eval_lengths']:13d} {r['eval_compilations']:14d}"
+            f"{name:<15} {r['steps_per_s']:9.1f} {r['first_dispatch_s']:15.2f} "
+            f"{r['eval_lengths']:13d}  {per_decoding}"
         )
 
 

@@ -158,7 +158,7 @@ def test_cli_trains_decoder_and_prints_table(tmp_path):
     assert done.stdout.rstrip().endswith(f"run folder: {tmp_path}")
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["model"]["causal"] is True and results["config"]["seed"] == 3
-    assert results["eval"]["scoring"] == "teacher_forced"
+    assert results["eval"]["scoring"] == "greedy"
     assert (tmp_path / ".hydra" / "config.yaml").exists()
     assert not list(tmp_path.glob("*.log"))  # the console has the log; no empty cli.log
 

@@ -88,10 +88,14 @@ class RotaryEncoding(PositionalEncoding):
         self.spec = spec  # frozen, hence a static part of the module
 
     def rotate_qk(self, q, k, q_positions, k_positions):
-        anchor = first_position(k_positions)  # one anchor for queries and keys
+        # One anchor and one set of frequencies for queries and keys, both read from the keys:
+        # they span the whole example, so a query decoded on its own (one slot, against a
+        # key/value cache) is rotated exactly as in a full forward pass.
+        anchor = first_position(k_positions)
+        frequencies = self.spec.frequencies(q.shape[-1], k_positions)
         return (
-            self.spec.rotate(q, q_positions, is_query=True, anchor=anchor),
-            self.spec.rotate(k, k_positions, is_query=False, anchor=anchor),
+            self.spec.rotate(q, q_positions, True, anchor, frequencies),
+            self.spec.rotate(k, k_positions, False, anchor, frequencies),
         )
 
 
@@ -147,16 +151,23 @@ class Rope(EncodingSpec):
         )
 
     def rotate(
-        self, x: jax.Array, positions: jax.Array, is_query: bool, anchor: jax.Array | int = 0
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        is_query: bool,
+        anchor: jax.Array | int = 0,
+        frequencies: jax.Array | None = None,
     ) -> jax.Array:
         """x [batch, seq, heads, head_dim] rotated by positions − anchor ([batch, 1], or 0),
         times YaRN's attention factor under yarn.
 
         A shared anchor cancels in q·k, so the logits are RoPE's; it keeps the float32 angles
         as small as the example's span (the model anchors at each example's first position).
-        The frequencies see the true positions (dynamic_ntk reads the sequence length).
+        `frequencies` default to `self.frequencies(head_dim, positions)`: they see the true
+        positions (dynamic_ntk reads the sequence length from them).
         RoPE treats queries and keys alike; xPos (a subclass) does not."""
-        frequencies = self.frequencies(x.shape[-1], positions)
+        if frequencies is None:
+            frequencies = self.frequencies(x.shape[-1], positions)
         rotated = apply_rope(x, positions - anchor, frequencies, self.layout)
         if self.scaling in YARN_RULES:
             rotated = rotated * yarn_attention_factor(self.scale)

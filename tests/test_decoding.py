@@ -1,0 +1,150 @@
+"""Greedy decoding with a key/value cache: the same answers as decoding by full recomputation,
+for every encoding; the same scores as teacher forcing for a model that is always right; one
+compilation per evaluation bucket; and the settings that choose it."""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from posenc_jax.config import Settings
+from posenc_jax.decoding import decode, greedy_decode
+from posenc_jax.encodings import available
+from posenc_jax.errors import ConfigError
+from posenc_jax.evaluate import eval_batch, evaluate, length_buckets
+from posenc_jax.model import build_model
+from posenc_jax.tasks.base import NUM_SPECIAL, PAD_ID
+from posenc_jax.train import train
+
+from helpers import make_settings, perturb_parameters
+
+# Every encoding, and the variants whose positions or frequencies are computed differently:
+# dynamic NTK reads the sequence length, randomized positions leave gaps.
+CONFIGS = [(f"encoding={name}",) for name in available()] + [
+    ("encoding=rope", "encoding.scaling=dynamic_ntk", "encoding.scale=2"),
+    ("encoding=rope", "encoding.randomized=true", "encoding.max_position=64"),
+    ("encoding=xpos", "encoding.randomized=true", "encoding.max_position=64"),
+]
+
+
+def with_decoding(settings: Settings, decoding: str) -> Settings:
+    return dataclasses.replace(settings, eval=dataclasses.replace(settings.eval, decoding=decoding))
+
+
+def mixed_length_batch(settings: Settings, lengths: list[int], padded_len: int):
+    """Evaluation examples of several input lengths in one padded batch, so that each example
+    decodes from its own slot."""
+    parts = [eval_batch(settings, jnp.int32(n), padded_len) for n in lengths]
+    return jax.tree.map(lambda *a: jnp.concatenate([x[:1] for x in a]), *parts)
+
+
+def greedy_by_recomputation(model, batch) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy decoding without a cache: a full forward pass over everything generated so far
+    for every answer, feeding back the argmax of the slot before."""
+    lengths, token_mask = np.asarray(batch.lengths), np.asarray(batch.token_mask)
+    last_slot = token_mask.sum(axis=1) - 1
+    slots = np.arange(token_mask.shape[1])[None, :]
+    inputs = np.where(token_mask & (slots <= lengths[:, None]), np.asarray(batch.inputs), PAD_ID)
+    forward = jax.jit(lambda tokens: model(tokens, batch.positions, batch.token_mask))
+    for step in range(1, int((last_slot - lengths).max()) + 1):
+        logits = np.asarray(forward(jnp.asarray(inputs)))
+        for b in np.flatnonzero(lengths + step <= last_slot):
+            slot = lengths[b] + step
+            inputs[b, slot] = np.argmax(logits[b, slot - 1]) + NUM_SPECIAL
+    return np.asarray(forward(jnp.asarray(inputs))), inputs
+
+
+@pytest.mark.parametrize("overrides", CONFIGS, ids=lambda o: "-".join(o).replace("encoding", ""))
+def test_cached_greedy_decoding_equals_full_recomputation(overrides):
+    settings = make_settings(
+        *overrides, "model.causal=true", "task=reverse", "model.d_model=16", "task.train_max_len=4"
+    )
+    model = build_model(settings, jax.random.key(0))
+    perturb_parameters(model, scale=0.5, seed=3)  # generic parameters, varied predictions
+    batch = mixed_length_batch(settings, [1, 3, 6, 8], padded_len=8)
+
+    logits, inputs = jax.jit(greedy_decode)(model, batch)
+    expected_logits, expected_inputs = greedy_by_recomputation(model, batch)
+
+    real = np.asarray(batch.token_mask)
+    np.testing.assert_array_equal(np.asarray(inputs), expected_inputs)
+    np.testing.assert_allclose(np.asarray(logits)[real], expected_logits[real], atol=1e-4)
+    # The answers fed back are the model's own, not the true ones.
+    fed_back = real & (np.arange(real.shape[1]) > np.asarray(batch.lengths)[:, None])
+    assert (np.asarray(inputs) != np.asarray(batch.inputs))[fed_back].any()
+
+
+def test_greedy_scores_equal_teacher_forcing_where_the_model_is_always_right():
+    # A decoder trained until it copies short inputs perfectly (about 6 s on 2 CPU cores).
+    settings = make_settings(
+        "model.causal=true",
+        "task=copy",
+        "encoding=rope",
+        "train.steps=600",
+        "train.batch_size=64",
+        "optim.learning_rate=3e-3",
+        "task.train_max_len=4",
+        "eval.max_len=6",
+    )
+    outcome = train(settings, lambda *_: None)
+    greedy = evaluate(settings, outcome.graphdef, outcome.params)
+    forced = evaluate(with_decoding(settings, "teacher_forced"), outcome.graphdef, outcome.params)
+    assert (greedy["scoring"], forced["scoring"]) == ("greedy", "teacher_forced")
+
+    always_right = [i for i, exact in enumerate(forced["seq_acc"]) if exact == 1.0]
+    assert len(always_right) >= 3, forced["seq_acc"]
+    for i in always_right:
+        assert greedy["token_acc"][i] == forced["token_acc"][i] == 1.0
+        assert greedy["seq_acc"][i] == 1.0
+    # The same model decodes, with the very same logits, exactly the true answers there.
+    model = nnx.merge(outcome.graphdef, outcome.params)
+    batch = eval_batch(settings, jnp.int32(always_right[-1] + 1), 4)
+    greedy_logits, greedy_inputs = decode(model, batch, "greedy")
+    forced_logits, forced_inputs = decode(model, batch, "teacher_forced")
+    np.testing.assert_array_equal(np.asarray(greedy_inputs), np.asarray(forced_inputs))
+    real = np.asarray(batch.token_mask)
+    np.testing.assert_allclose(
+        np.asarray(greedy_logits)[real], np.asarray(forced_logits)[real], atol=1e-4
+    )
+
+
+def test_greedy_evaluation_compiles_once_per_bucket():
+    settings = make_settings("model.causal=true", "task=reverse", "eval.max_len=24")
+    graphdef, params = nnx.split(build_model(settings, jax.random.key(0)))
+    results = evaluate(settings, graphdef, params)
+    assert results["scoring"] == "greedy"
+    assert results["buckets"] == length_buckets(6, 24) == [6, 12, 24]
+    assert results["num_compilations"] == 3  # not one per length (24 lengths)
+
+
+@pytest.mark.parametrize(
+    "overrides, scoring",
+    [
+        (["model.causal=true"], "greedy"),
+        (["model.causal=true", "eval.decoding=greedy"], "greedy"),
+        (["model.causal=true", "eval.decoding=teacher_forced"], "teacher_forced"),
+        ([], "encoder"),
+    ],
+)
+def test_decoders_default_to_greedy_scoring(overrides, scoring):
+    assert make_settings(*overrides).scoring == scoring
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["model.causal=true", "eval.decoding=beam"],
+            "eval.decoding='beam' is unknown; valid choices are ['greedy', 'teacher_forced']",
+        ),
+        (["eval.decoding=greedy"], "applies to decoders (model.causal=true) only"),
+        (["eval.decoding=teacher_forced"], "Leave eval.decoding unset (null)"),
+    ],
+)
+def test_bad_decoding_settings_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_settings(*overrides)
