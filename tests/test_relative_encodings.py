@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from posenc_jax.encodings.transformer_xl import position_sinusoids
+
 from helpers import perturbed_encoding
 
 B, T, H, D_HEAD = 2, 7, 2, 4
@@ -151,30 +153,53 @@ def test_deberta_scores_only_the_rows_that_slot_positions_can_reach():
 # --- Transformer-XL (Dai et al. 2019) -------------------------------------------------------
 
 
-@pytest.mark.parametrize("offset", [0, 1500])
-def test_transformer_xl_matches_the_per_pair_formula(offset):
-    layer = 1
-    module = perturbed_encoding("transformer_xl", d_model=D_MODEL, num_heads=H)
-    q, k, _ = _qkv()
+def _transformer_xl_reference(module, q, k, positions, layer):
+    """The official per-pair formula, in float64: R[i − j] built from the distance itself."""
     u, v = _p(module, "content_bias"), _p(module, "position_bias")
     w_r = _p(module, "position_projection", layer)  # [D_MODEL, H, D_HEAD]
     inv_freq = 1.0 / 10000 ** (np.arange(0, D_MODEL, 2) / D_MODEL)
-    positions = POSITIONS + offset
     expected = np.zeros((B, H, T, T))
     for b, h, i, j in np.ndindex(B, H, T, T):
-        delta = positions[b, i] - positions[b, j]
+        delta = float(positions[b, i] - positions[b, j])
         r = np.concatenate([np.sin(delta * inv_freq), np.cos(delta * inv_freq)])  # R[i − j]
         expected[b, h, i, j] = (
             (q[b, i, h] + u[h]) @ k[b, j, h] + (q[b, i, h] + v[h]) @ (r @ w_r[:, h])
         ) / math.sqrt(D_HEAD)
-    p = jnp.asarray(positions)
+    return expected
+
+
+SPREAD = np.sort(np.random.default_rng(0).choice(2**24, (B, T), replace=False), axis=1)
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [POSITIONS, POSITIONS + 1500, POSITIONS + 2**24 - 41, SPREAD],
+    ids=["small", "shifted", "near-2^24", "spread-over-2^24"],
+)
+def test_transformer_xl_matches_the_per_pair_formula(positions):
+    """Exact at any position below 2^24, however far apart: float32 angles of the positions
+    themselves were off by 6e-4 in the logits at a span of 2048."""
+    layer = 1
+    module = perturbed_encoding("transformer_xl", d_model=D_MODEL, num_heads=H)
+    q, k, _ = _qkv()
+    p = jnp.asarray(positions, jnp.int32)
     actual = np.asarray(
         module.attention_logits(
             jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), layer
         )
     )
-    # float32 angles: at positions near 1500 the sines carry ~1e-4 absolute error.
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 if offset == 0 else 2e-4)
+    expected = _transformer_xl_reference(module, q, k, positions, layer)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_position_sinusoids_are_accurate_for_every_position_below_2_24():
+    offsets = np.concatenate([np.arange(300), np.random.default_rng(1).integers(0, 2**24, 3000)])
+    frequencies = 10000.0 ** -(np.arange(0, 64, 2) / 64)
+    sin, cos = position_sinusoids(jnp.asarray(offsets, jnp.int32), frequencies)
+    angles = offsets[:, None].astype(np.float64) * frequencies
+    # float32 angles would be off by up to half an ulp of p·ω: 0.5 rad near 2^24.
+    np.testing.assert_allclose(np.asarray(sin), np.sin(angles), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(cos), np.cos(angles), rtol=0, atol=1e-6)
 
 
 # --- KERPLE (Chi et al. 2022) ---------------------------------------------------------------

@@ -21,7 +21,13 @@ per-key feature. With c_i = W_{k,R}ᵀ(q_i + v) split into its sine half s and c
                        + (c_f sin a_f − s_f cos a_f) sin b_f
     with a_f = (p_i − p_0) ω_f, b_f = (p_j − p_0) ω_f, p_0 the example's first position
 
-which is exact and costs one [q_len, k_len] product of width D per head.
+which is exact and costs one [q_len, k_len] product of width D per head. The expansion is only
+as good as sin and cos of the single angles, which are far larger than a nearby pair's
+distance: with randomized positions spread over [0, 2048), float32 angles a_f lose ~1e-4 and
+the logits 6e-4 against the official code, which builds R from the distance directly. So the
+angles are never rounded: sin/cos(p·ω) are angle sums over the base-256 digits of p, from
+tables computed in float64 (`position_sinusoids`), accurate to a few float32 ulps for every
+position the settings accept (< 2^24).
 """
 
 from __future__ import annotations
@@ -30,15 +36,48 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, first_position
-from posenc_jax.encodings.rope_scaling import rope_frequencies
 from posenc_jax.errors import ConfigError
+
+DIGIT_BITS = 8  # p = Σ_k d_k·2^(8k): three tables of 256 rows cover every p < 2^24
+DIGITS = 3
+
+
+def position_sinusoids(offsets: jax.Array, frequencies: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """sin(p·ω_f) and cos(p·ω_f) for int offsets p in [0, 2^24): [..., F] each, float32.
+
+    The angle p·ω is never rounded to float32. p is split into base-256 digits d_k, and sin/cos
+    of p·ω are the angle sums of tables of sin/cos(d·256^k·ω) computed in float64, so they are
+    accurate to a few float32 ulps however large p is. frequencies: ω [F] (float64). Negative
+    offsets (padding slots, whose position 0 lies below the anchor) are read as 0."""
+    offsets = jnp.maximum(offsets, 0)
+    digits = np.arange(2**DIGIT_BITS)
+    sin = cos = None
+    for k in range(DIGITS):
+        angles = (digits * 2 ** (DIGIT_BITS * k))[:, None] * frequencies  # exact in float64
+        digit = (offsets >> (DIGIT_BITS * k)) & (2**DIGIT_BITS - 1)
+        digit_sin = jnp.asarray(np.sin(angles), jnp.float32)[digit]
+        digit_cos = jnp.asarray(np.cos(angles), jnp.float32)[digit]
+        if sin is None or cos is None:
+            sin, cos = digit_sin, digit_cos
+        else:
+            sin, cos = sin * digit_cos + cos * digit_sin, cos * digit_cos - sin * digit_sin
+    assert sin is not None and cos is not None
+    return sin, cos
 
 
 class RelativeSinusoidAttention(PositionalEncoding):
-    def __init__(self, num_layers: int, d_model: int, num_heads: int, base: float, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        base: float,
+        rngs: nnx.Rngs,
+    ):
         self.base = base
         init = jax.nn.initializers.normal(stddev=0.02)
         head_dim = d_model // num_heads
@@ -54,20 +93,22 @@ class RelativeSinusoidAttention(PositionalEncoding):
             "bqhd,mhd->bqhm", q + self.position_bias[...], self.position_projection[layer]
         )
         sine_part, cosine_part = jnp.split(projected.astype(jnp.float32), 2, axis=-1)
-        frequencies = rope_frequencies(projected.shape[-1], self.base)
-        # Angles of positions from the first one: i − j is unchanged, and the float32 angles
-        # stay as small as the example's span (absolute positions lost 6e-4 at 2048).
+        # Positions from the example's first one: i − j is unchanged, and shifting every
+        # position changes nothing at all.
         anchor = first_position(k_positions)
-        q_angles = ((q_positions - anchor)[..., None].astype(jnp.float32) * frequencies)[
-            :, :, None, :
-        ]
-        k_angles = (k_positions - anchor)[..., None].astype(jnp.float32) * frequencies
-        sin_a, cos_a = jnp.sin(q_angles), jnp.cos(q_angles)
+        # ω_f = base^(−2f/D), f = 0 .. D/2 − 1, in float64 for the tables.
+        frequencies = self.base ** -(np.arange(0, projected.shape[-1], 2) / projected.shape[-1])
+
+        def sinusoids(positions):
+            return position_sinusoids(positions - anchor, frequencies)
+
+        sin_a, cos_a = (part[:, :, None, :] for part in sinusoids(q_positions))
+        sin_b, cos_b = sinusoids(k_positions)
         query_features = jnp.concatenate(
             [sine_part * sin_a + cosine_part * cos_a, cosine_part * sin_a - sine_part * cos_a],
             axis=-1,
         )
-        key_features = jnp.concatenate([jnp.cos(k_angles), jnp.sin(k_angles)], axis=-1)
+        key_features = jnp.concatenate([cos_b, sin_b], axis=-1)
         position = jnp.einsum("bqhm,bkm->bhqk", query_features, key_features).astype(q.dtype)
         return (content + position) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
 
