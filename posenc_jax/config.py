@@ -16,7 +16,7 @@ from posenc_jax.decoding import DECODINGS, DEFAULT_DECODING
 from posenc_jax.encodings import EncodingSpec, make_encoding
 from posenc_jax.errors import ConfigError, require_positive, require_seed
 from posenc_jax.model_config import ModelConfig
-from posenc_jax.spec import construct
+from posenc_jax.spec import choice, construct
 from posenc_jax.tasks import TaskSpec, make_task
 
 # Warm-up steps by default: enough for Adam's second moments to settle on this model size.
@@ -98,15 +98,10 @@ class EvalConfig:
     seed: int = 0  # fixed across runs, so every run of a sweep is scored on the same examples
     attention_len: int | None = None
     save_attention: bool = False
-    decoding: str | None = None
+    decoding: str | None = choice(None, DECODINGS)
 
     def validate(self) -> None:
         require_positive("eval.examples_per_length", self.examples_per_length)
-        if self.decoding is not None and self.decoding not in DECODINGS:
-            raise ConfigError(
-                f"eval.decoding={self.decoding!r} is unknown; valid choices are "
-                f"{list(DECODINGS)}, or null (greedy for a decoder)."
-            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,7 +48,10 @@ def greedy_decode(model: Transformer, batch: Batch) -> tuple[jax.Array, jax.Arra
 
     Examples may have different input lengths; each decodes from its own slot n. Slots past an
     example's last answer are decoded too while a longer example finishes (they stay inside the
-    padded width) but are masked out of every score."""
+    padded width) but are masked out of every score. Raises ValueError for an encoder, which
+    reads blank answer slots and was never trained on fed-back answers."""
+    if not model.causal:
+        raise ValueError("greedy decoding needs a decoder (model.causal=true); got an encoder.")
     rows = jnp.arange(batch.inputs.shape[0])
     slots = jnp.arange(batch.inputs.shape[1])[None, :]
     prompt = batch.token_mask & (slots <= batch.lengths[:, None])

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from posenc_jax.errors import ConfigError, require_positive
+from posenc_jax.spec import choice
+
+NORMS = ("pre", "post")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +23,7 @@ class ModelConfig:
     num_layers: int = 2
     mlp_ratio: int = 4
     causal: bool = False
-    norm: str = "pre"  # "pre" (GPT-2 style) or "post" (Vaswani et al. 2017)
+    norm: str = choice("pre", NORMS)  # "pre" (GPT-2 style) or "post" (Vaswani et al. 2017)
 
     @property
     def head_dim(self) -> int:
@@ -35,10 +38,6 @@ class ModelConfig:
                 f"model.num_heads={self.num_heads}; "
                 f"each head needs d_model / num_heads dimensions. Valid head counts for this "
                 f"d_model are {_divisors(self.d_model)}."
-            )
-        if self.norm not in ("pre", "post"):
-            raise ConfigError(
-                f"model.norm={self.norm!r} is unknown; valid choices are 'pre' and 'post'."
             )
 
 

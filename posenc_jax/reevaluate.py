@@ -144,6 +144,17 @@ def _stored_config(run_dir: Path) -> dict[str, Any]:
             f"{path} is not a posenc-train config (it names no known encoding); nothing was "
             f"evaluated. Train the run again with posenc-train."
         )
+    return _with_settings_added_since(stored)
+
+
+def _with_settings_added_since(stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored settings, with those added to the harness after the run was trained set to
+    what it used then, so that a re-evaluation without overrides reproduces it and the new
+    settings can be overridden: eval.decoding (decoders were scored teacher-forced before)."""
+    model, evaluation = stored.get("model"), stored.get("eval")
+    if isinstance(model, dict) and isinstance(evaluation, dict):
+        was_decoder = model.get("causal") is True
+        evaluation.setdefault("decoding", "teacher_forced" if was_decoder else None)
     return stored
 
 

@@ -42,22 +42,35 @@ def build_spec(kind: str, registry: Mapping[str, type[SpecT]], raw: Mapping[str,
     return construct(registry[name], params, f"{kind} {name!r}")
 
 
-def construct(cls: type, values: Mapping[str, Any], where: str):
-    """`cls(**values)` for a dataclass, after checking every key and value type.
+def choice(default: str | None, choices: tuple[str, ...]) -> Any:
+    """A dataclass field that takes one of `choices` (or None, if its type allows it):
+    `construct` refuses any other value, and a value of the wrong type, naming the choices."""
+    return dataclasses.field(default=default, metadata={"choices": choices})
 
-    Raises ConfigError for an unknown key (listing the valid ones) or a value of the wrong type.
-    An int is accepted where a float is expected, and converted.
+
+def construct(cls: type, values: Mapping[str, Any], where: str):
+    """`cls(**values)` for a dataclass, after checking every key, value type and choice.
+
+    Raises ConfigError for an unknown key (listing the valid ones), a value of the wrong type,
+    or a value outside a `choice` field's choices (listing them). An int is accepted where a
+    float is expected, and converted.
     """
     hints = typing.get_type_hints(cls)
-    valid = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(valid))
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"Unknown key(s) {unknown} in {where}; valid keys are {valid}.")
-    checked = {key: _typed(where, key, value, hints[key]) for key, value in values.items()}
+        raise ConfigError(f"Unknown key(s) {unknown} in {where}; valid keys are {list(fields)}.")
+    checked = {}
+    for key, value in values.items():
+        choices = fields[key].metadata.get("choices")
+        valid = f"; valid choices are {list(choices)}" if choices else ""
+        checked[key] = _typed(where, key, value, hints[key], valid)
+        if choices and checked[key] is not None and checked[key] not in choices:
+            raise ConfigError(f"{key}={value!r} in {where} is unknown{valid}.")
     return cls(**checked)
 
 
-def _typed(where: str, key: str, value: Any, hint: Any) -> Any:
+def _typed(where: str, key: str, value: Any, hint: Any, valid: str) -> Any:
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     allowed = typing.get_args(hint) if union else (hint,)
     for kind in allowed:
@@ -68,4 +81,4 @@ def _typed(where: str, key: str, value: Any, hint: Any) -> Any:
         if kind in (int, bool, str) and type(value) is kind:
             return value
     names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in allowed)
-    raise ConfigError(f"{key}={value!r} in {where} has the wrong type: expected {names}.")
+    raise ConfigError(f"{key}={value!r} in {where} has the wrong type: expected {names}{valid}.")

@@ -2,8 +2,10 @@
 
     python scripts/summarize.py multirun/2026-11-29/16-00-00
 
-Rows group runs by (task, model mode, encoding); columns are in- and out-of-distribution
-token accuracy, and the number of seeds. Runs that did not finish are listed, not averaged.
+Rows group runs by (task, scoring, encoding), where scoring is "encoder", or a decoder's
+"greedy" or "teacher_forced" (results.json's eval.scoring): runs scored differently are never
+averaged together. Columns are in- and out-of-distribution token accuracy, and the number of
+seeds. Runs that did not finish are listed, not averaged.
 """
 
 from __future__ import annotations
@@ -35,15 +37,15 @@ def main() -> None:
         if results["status"] != "completed":
             print(f"skipped (status {results['status']}): {path}")
             continue
-        mode = "decoder" if results["config"]["model"]["causal"] else "encoder"
-        groups[(results["task"], mode, results["encoding"])].append(results)
-    print("| task | model | encoding | acc_id | acc_ood | exact match ood | seeds | steps/s |")
+        scoring = results["eval"]["scoring"]
+        groups[(results["task"], scoring, results["encoding"])].append(results)
+    print("| task | scoring | encoding | acc_id | acc_ood | exact match ood | seeds | steps/s |")
     print("|---|---|---|---|---|---|---|---|")
-    for (task, mode, encoding), runs in sorted(groups.items()):
+    for (task, scoring, encoding), runs in sorted(groups.items()):
         ev = [r["eval"] for r in runs]
         speed = statistics.mean(r["train"]["steps_per_s"] for r in runs)
         print(
-            f"| {task} | {mode} | {encoding} | {_cell([e['acc_id'] for e in ev])} | "
+            f"| {task} | {scoring} | {encoding} | {_cell([e['acc_id'] for e in ev])} | "
             f"{_cell([e['acc_ood'] for e in ev])} | {_cell([e['seq_acc_ood'] for e in ev])} | "
             f"{len(runs)} | {speed:.0f} |"
         )

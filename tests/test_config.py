@@ -60,6 +60,43 @@ def test_wrong_value_type_is_a_clear_error():
     assert make_settings("encoding.base=500").encoding.base == 500.0
 
 
+CHOICE_FIELDS = [
+    ([], "model", "norm", "section 'model'", ["pre", "post"]),
+    (["encoding=rope"], "encoding", "layout", "encoding 'rope'", ["interleaved", "half"]),
+    (
+        ["encoding=rope"],
+        "encoding",
+        "scaling",
+        "encoding 'rope'",
+        ["none", "pi", "ntk", "dynamic_ntk", "yarn", "yarn_paper"],
+    ),
+    (["encoding=kerple"], "encoding", "variant", "encoding 'kerple'", ["log", "power"]),
+    (["task=addition"], "task", "digit_order", "task 'addition'", ["msd", "lsd"]),
+    (["model.causal=true"], "eval", "decoding", "section 'eval'", ["greedy", "teacher_forced"]),
+]
+
+
+@pytest.mark.parametrize("context, section, key, where, choices", CHOICE_FIELDS)
+@pytest.mark.parametrize("value, problem", [("bogus", "is unknown"), ("1", "has the wrong type")])
+def test_a_field_with_choices_names_them_for_a_wrong_value_or_type(
+    context, section, key, where, choices, value, problem
+):
+    with pytest.raises(ConfigError) as error:
+        make_settings(*context, f"{section}.{key}={value}")
+    message = str(error.value)
+    assert message.startswith(
+        f"{key}={value if value == '1' else repr(value)} in {where} {problem}"
+    )
+    assert message.endswith(f"valid choices are {choices}.")
+    for valid in choices:  # every choice is accepted
+        make_settings(*context, f"{section}.{key}={valid}", *_needed_with(key, valid))
+
+
+def _needed_with(key: str, value: str) -> list[str]:
+    """Settings a valid choice needs to be complete (a RoPE rule needs a scale > 1)."""
+    return ["encoding.scale=2"] if key == "scaling" and value != "none" else []
+
+
 def test_training_longer_than_a_learned_table_is_an_error():
     with pytest.raises(ConfigError, match=r"train_max_len=6 needs 7 positions.*represents only 4"):
         make_settings("encoding=learned", "encoding.table_size=4")

@@ -139,7 +139,8 @@ def test_decoders_default_to_greedy_scoring(overrides, scoring):
     [
         (
             ["model.causal=true", "eval.decoding=beam"],
-            "eval.decoding='beam' is unknown; valid choices are ['greedy', 'teacher_forced']",
+            "decoding='beam' in section 'eval' is unknown; valid choices are "
+            "['greedy', 'teacher_forced']",
         ),
         (["eval.decoding=greedy"], "applies to decoders (model.causal=true) only"),
         (["eval.decoding=teacher_forced"], "Leave eval.decoding unset (null)"),
@@ -148,3 +149,10 @@ def test_decoders_default_to_greedy_scoring(overrides, scoring):
 def test_bad_decoding_settings_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         make_settings(*overrides)
+
+
+def test_an_encoder_cannot_be_decoded_greedily():
+    settings = make_settings("task=reverse")
+    batch = eval_batch(settings, jnp.int32(3), 6)
+    with pytest.raises(ValueError, match="needs a decoder"):
+        greedy_decode(build_model(settings, jax.random.key(0)), batch)

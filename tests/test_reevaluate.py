@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.cli import evaluate_main
@@ -22,6 +23,13 @@ def trained_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("trained")
     results = run(make_settings("encoding=rope", "task=reverse"), run_dir, show_progress=False)
     return run_dir, results
+
+
+@pytest.fixture(scope="module")
+def decoder_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("decoder")
+    settings = make_settings("encoding=rope", "task=reverse", "model.causal=true")
+    return run_dir, run(settings, run_dir, show_progress=False)
 
 
 def _without_timing(evaluation):
@@ -220,3 +228,34 @@ def test_cli_usage_errors_go_to_stderr_with_the_usage(capsys, argv, message):
     status, out, err = run_in_process(evaluate_main, argv, capsys, hydra=False)
     assert status == 2 and out == ""
     assert err.startswith(f"posenc-eval: {message}") and "usage: posenc-eval" in err
+
+
+def test_a_greedy_decoder_is_scored_teacher_forced_on_request(decoder_run):
+    run_dir, original = decoder_run
+    assert original["eval"]["scoring"] == "greedy"
+    forced = reevaluate(run_dir, ["eval.decoding=teacher_forced"])
+    assert forced["eval"]["scoring"] == "teacher_forced"
+    assert forced["config"]["eval"]["decoding"] == "teacher_forced"
+    assert (run_dir / "results_decoding-teacher_forced.json").exists()
+
+
+def test_a_decoder_trained_before_eval_decoding_existed_keeps_its_teacher_forced_scores(
+    decoder_run, tmp_path
+):
+    """Such a run's config.yaml has no eval.decoding, and it was scored teacher-forced: a
+    re-evaluation without overrides reproduces that, and greedy can be asked for."""
+    source, _ = decoder_run
+    old = tmp_path / "old"
+    shutil.copytree(source, old)
+    for leftover in old.glob("results_*.json"):
+        leftover.unlink()
+    config_file = old / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    del config["eval"]["decoding"]
+    config_file.write_text(yaml.safe_dump(config))
+
+    rerun = reevaluate(old, tag="rerun")
+    forced = reevaluate(source, ["eval.decoding=teacher_forced"], tag="forced_again")
+    assert rerun["eval"]["scoring"] == "teacher_forced"
+    assert _without_timing(rerun["eval"]) == _without_timing(forced["eval"])
+    assert reevaluate(old, ["eval.decoding=greedy"])["eval"]["scoring"] == "greedy"

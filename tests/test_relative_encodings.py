@@ -173,8 +173,8 @@ SPREAD = np.sort(np.random.default_rng(0).choice(2**24, (B, T), replace=False), 
 
 @pytest.mark.parametrize(
     "positions",
-    [POSITIONS, POSITIONS + 1500, POSITIONS + 2**24 - 41, SPREAD],
-    ids=["small", "shifted", "near-2^24", "spread-over-2^24"],
+    [POSITIONS, POSITIONS + 1500, POSITIONS + 2**24 - 41, SPREAD, POSITIONS[:, ::-1] + 9],
+    ids=["small", "shifted", "near-2^24", "spread-over-2^24", "first-is-largest"],
 )
 def test_transformer_xl_matches_the_per_pair_formula(positions):
     """Exact at any position below 2^24, however far apart: float32 angles of the positions
@@ -192,14 +192,18 @@ def test_transformer_xl_matches_the_per_pair_formula(positions):
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_position_sinusoids_are_accurate_for_every_position_below_2_24():
-    offsets = np.concatenate([np.arange(300), np.random.default_rng(1).integers(0, 2**24, 3000)])
+def test_position_sinusoids_are_accurate_for_every_offset_below_2_24():
+    drawn = np.random.default_rng(1).integers(-(2**24) + 1, 2**24, 3000)
+    offsets = np.concatenate([np.arange(-300, 300), drawn])
     frequencies = 10000.0 ** -(np.arange(0, 64, 2) / 64)
     sin, cos = position_sinusoids(jnp.asarray(offsets, jnp.int32), frequencies)
     angles = offsets[:, None].astype(np.float64) * frequencies
     # float32 angles would be off by up to half an ulp of p·ω: 0.5 rad near 2^24.
     np.testing.assert_allclose(np.asarray(sin), np.sin(angles), rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.asarray(cos), np.cos(angles), rtol=0, atol=1e-6)
+    # Past the tables there is no wrapped-around angle, only NaN.
+    outside = position_sinusoids(jnp.asarray([2**24, -(2**24)], jnp.int32), frequencies)
+    assert np.isnan(np.asarray(outside)).all()
 
 
 # --- KERPLE (Chi et al. 2022) ---------------------------------------------------------------

@@ -195,8 +195,8 @@ def test_trained_length_is_filled_in_from_the_task():
     [
         (
             ["encoding.scaling=longrope"],
-            r"encoding.scaling='longrope' is unknown; valid choices are \['none', 'pi', 'ntk', "
-            r"'dynamic_ntk', 'yarn', 'yarn_paper'\]",
+            r"scaling='longrope' in encoding 'rope' is unknown; valid choices are \['none', 'pi', "
+            r"'ntk', 'dynamic_ntk', 'yarn', 'yarn_paper'\]",
         ),
         (["encoding.scaling=pi", "encoding.scale=0.5"], r"encoding.scale=0.5 must be at least 1"),
         (["encoding.scale=4"], r"encoding.scale=4.0 has no effect with encoding.scaling=none"),

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
-from posenc_jax.errors import ConfigError
+from posenc_jax.spec import choice
 
 VARIANTS = ("log", "power")
 EPS = 1e-2  # the authors' lower bound on both parameters
@@ -71,15 +71,11 @@ class KernelizedBias(PositionalEncoding):
 class Kerple(EncodingSpec):
     name = "kerple"
     adds_logit_bias = True
-    variant: str = "log"  # the paper's best on language modelling
+    variant: str = choice("log", VARIANTS)  # the paper's best on language modelling
     per_layer: bool = False  # the authors' code shares one set of parameters across layers
 
     def validate(self, model) -> None:
         super().validate(model)
-        if self.variant not in VARIANTS:
-            raise ConfigError(
-                f"encoding.variant={self.variant!r} is unknown; valid choices are {list(VARIANTS)}."
-            )
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return KernelizedBias(model.num_layers, model.num_heads, self.variant, self.per_layer, rngs)

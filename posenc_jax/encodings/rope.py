@@ -31,12 +31,14 @@ from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, first_position
 from posenc_jax.encodings.rope_scaling import (
+    SCALINGS,
     YARN_RULES,
     check_scaling,
     rope_frequencies,
     yarn_attention_factor,
 )
 from posenc_jax.errors import ConfigError
+from posenc_jax.spec import choice
 
 LAYOUTS = ("interleaved", "half")
 
@@ -107,8 +109,8 @@ class Rope(EncodingSpec):
 
     name = "rope"
     base: float = 10000.0
-    layout: str = "interleaved"
-    scaling: str = "none"
+    layout: str = choice("interleaved", LAYOUTS)
+    scaling: str = choice("none", SCALINGS)
     scale: float = 1.0
     original_max_len: int | None = None
 
@@ -123,10 +125,6 @@ class Rope(EncodingSpec):
                 f"model.d_model={model.d_model} / model.num_heads={model.num_heads} = "
                 f"{model.head_dim}. Choose d_model and num_heads so that d_model / num_heads is "
                 "even."
-            )
-        if self.layout not in LAYOUTS:
-            raise ConfigError(
-                f"encoding.layout={self.layout!r} is unknown; valid choices are {list(LAYOUTS)}."
             )
         if not self.base > 1:
             raise ConfigError(f"encoding.base={self.base} must be greater than 1.")

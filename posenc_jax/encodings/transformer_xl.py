@@ -42,23 +42,23 @@ from flax import nnx
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, first_position
 from posenc_jax.errors import ConfigError
 
-DIGIT_BITS = 8  # p = Σ_k d_k·2^(8k): three tables of 256 rows cover every p < 2^24
+DIGIT_BITS = 8  # |p| = Σ_k d_k·2^(8k): three tables of 256 rows cover every |p| < 2^24
 DIGITS = 3
 
 
 def position_sinusoids(offsets: jax.Array, frequencies: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """sin(p·ω_f) and cos(p·ω_f) for int offsets p in [0, 2^24): [..., F] each, float32.
+    """sin(p·ω_f) and cos(p·ω_f) for int offsets |p| < 2^24: [..., F] each, float32.
 
-    The angle p·ω is never rounded to float32. p is split into base-256 digits d_k, and sin/cos
-    of p·ω are the angle sums of tables of sin/cos(d·256^k·ω) computed in float64, so they are
-    accurate to a few float32 ulps however large p is. frequencies: ω [F] (float64). Negative
-    offsets (padding slots, whose position 0 lies below the anchor) are read as 0."""
-    offsets = jnp.maximum(offsets, 0)
-    digits = np.arange(2**DIGIT_BITS)
+    The angle p·ω is never rounded to float32. |p| is split into base-256 digits d_k, and
+    sin/cos of |p|·ω are the angle sums of tables of sin/cos(d·256^k·ω) computed in float64, so
+    they are accurate to a few float32 ulps however large p is; a negative p flips the sine.
+    Offsets of 2^24 or more, which no accepted setting produces, give NaN rather than a wrapped
+    angle. frequencies: ω [F] (float64)."""
+    magnitude = jnp.abs(offsets)
     sin = cos = None
     for k in range(DIGITS):
-        angles = (digits * 2 ** (DIGIT_BITS * k))[:, None] * frequencies  # exact in float64
-        digit = (offsets >> (DIGIT_BITS * k)) & (2**DIGIT_BITS - 1)
+        angles = (np.arange(2**DIGIT_BITS) * 2 ** (DIGIT_BITS * k))[:, None] * frequencies
+        digit = (magnitude >> (DIGIT_BITS * k)) & (2**DIGIT_BITS - 1)
         digit_sin = jnp.asarray(np.sin(angles), jnp.float32)[digit]
         digit_cos = jnp.asarray(np.cos(angles), jnp.float32)[digit]
         if sin is None or cos is None:
@@ -66,7 +66,9 @@ def position_sinusoids(offsets: jax.Array, frequencies: np.ndarray) -> tuple[jax
         else:
             sin, cos = sin * digit_cos + cos * digit_sin, cos * digit_cos - sin * digit_sin
     assert sin is not None and cos is not None
-    return sin, cos
+    in_range = (magnitude < 2 ** (DIGIT_BITS * DIGITS))[..., None]
+    sin = jnp.where(in_range, jnp.where(offsets[..., None] < 0, -sin, sin), jnp.nan)
+    return sin, jnp.where(in_range, cos, jnp.nan)
 
 
 class RelativeSinusoidAttention(PositionalEncoding):

@@ -29,7 +29,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.errors import ConfigError
+from posenc_jax.spec import choice
 from posenc_jax.tasks.base import (
     TaskSpec,
     TerminatedTask,
@@ -224,7 +224,7 @@ class Addition(TerminatedTask):
     vocab_size = 11  # ten digits, then +
     terminator = 10
     train_min_len: int = 3
-    digit_order: str = "msd"
+    digit_order: str = choice("msd", DIGIT_ORDERS)
 
     @property
     def num_outputs(self) -> int:
@@ -232,11 +232,6 @@ class Addition(TerminatedTask):
 
     def validate(self) -> None:
         super().validate()
-        if self.digit_order not in DIGIT_ORDERS:
-            raise ConfigError(
-                f"task.digit_order={self.digit_order!r} is unknown; valid choices are "
-                f"{list(DIGIT_ORDERS)}."
-            )
 
     def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
