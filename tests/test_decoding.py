@@ -95,6 +95,9 @@ def test_greedy_scores_equal_teacher_forcing_where_the_model_is_always_right():
     forced = evaluate(with_decoding(settings, "teacher_forced"), outcome.graphdef, outcome.params)
     assert (greedy["scoring"], forced["scoring"]) == ("greedy", "teacher_forced")
 
+    # Up to its first wrong answer greedy decoding reads the true answers, so it makes the same
+    # first mistake, or none: exact match agrees at every length, right or wrong.
+    assert greedy["seq_acc"] == forced["seq_acc"]
     always_right = [i for i, exact in enumerate(forced["seq_acc"]) if exact == 1.0]
     assert len(always_right) >= 3, forced["seq_acc"]
     for i in always_right:
