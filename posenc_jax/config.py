@@ -149,7 +149,7 @@ class Settings:
             raise ConfigError(
                 f"eval.decoding={self.eval.decoding} applies to decoders (model.causal=true) "
                 f"only: an encoder reads all its answer slots in one pass and feeds nothing "
-                f"back. Leave eval.decoding unset (null), or set model.causal=true."
+                f"back. Leave eval.decoding unset (null), or train a decoder (model.causal=true)."
             )
         if self.eval.attention_len is not None:
             self._validate_attention_len(self.eval.attention_len)

@@ -46,7 +46,8 @@ def results_file(tag: str = "") -> str:
 
 
 def run_title(settings: Settings) -> str:
-    mode = "decoder" if settings.model.causal else "encoder"
+    """e.g. "rope · reverse · decoder (greedy)": a decoder's title says how it is scored."""
+    mode = f"decoder ({settings.scoring})" if settings.model.causal else "encoder"
     return f"{settings.encoding.name} · {settings.task.name} · {mode}"
 
 
