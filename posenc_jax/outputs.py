@@ -52,9 +52,13 @@ def run_title(settings: Settings) -> str:
 
 
 def results_document(
-    settings: Settings, train_summary: Mapping[str, Any], evaluation: dict[str, Any] | None
+    settings: Settings,
+    train_summary: Mapping[str, Any],
+    evaluation: dict[str, Any] | None,
+    origin: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The content of results.json (and of every results_<tag>.json)."""
+    """The content of results.json (and of every results_<tag>.json); `origin` is the
+    `provenance.provenance()` record of the process that wrote it."""
     return json_safe(
         {
             "status": train_summary["status"],
@@ -63,6 +67,7 @@ def results_document(
             "config": settings.to_dict(),
             "train": dict(train_summary),
             "eval": evaluation,
+            "provenance": dict(origin),
         }
     )
 

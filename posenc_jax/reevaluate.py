@@ -41,6 +41,7 @@ from posenc_jax.outputs import (
     results_file,
     write_results,
 )
+from posenc_jax.provenance import provenance
 from posenc_jax.run_log import RunLog
 
 # Safe unquoted in a shell, in a file name and in a TensorBoard tag.
@@ -80,6 +81,9 @@ def reevaluate(
         section, field = key.split(".", 1)
         raw[section][field] = value
     settings = settings_from_dict(raw)
+    # This evaluation's own code and command, and those that trained the run (null before
+    # results.json recorded them).
+    origin = {**provenance(), "trained": original.get("provenance")}
     graphdef, params = restore_params(run_dir, settings)
     step = original["train"]["steps"]
     log = RunLog(run_dir)
@@ -89,7 +93,7 @@ def reevaluate(
         )
     finally:
         log.close()
-    results = results_document(settings, original["train"], evaluation)
+    results = results_document(settings, original["train"], evaluation, origin)
     print(f"wrote {write_results(run_dir, results, tag)}")
     return results
 

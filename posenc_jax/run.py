@@ -23,6 +23,7 @@ from posenc_jax.outputs import (
     run_title,
     write_results,
 )
+from posenc_jax.provenance import provenance
 from posenc_jax.run_log import RunLog
 from posenc_jax.train import train
 
@@ -39,6 +40,7 @@ def run(
             f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to "
             f"overwrite it. Choose another output directory (e.g. hydra.run.dir=...)."
         )
+    origin = provenance()  # the code as it starts, before a long run lets it change
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
 
@@ -77,7 +79,7 @@ def run(
                 f"Training stopped at step {step}: the loss is not finite (status 'diverged'); "
                 f"no evaluation was run. Lower optim.learning_rate or check the config."
             )
-        results = results_document(settings, outcome.summary, evaluation)
+        results = results_document(settings, outcome.summary, evaluation, origin)
         write_results(run_dir, results)
     finally:
         log.close()

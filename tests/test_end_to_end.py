@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import matplotlib.image
 import numpy as np
 import pytest
@@ -44,6 +45,7 @@ def test_results_json_has_the_promised_keys(finished_run):
     assert ev["acc_ood"] == pytest.approx(sum(ev["token_acc"][5:]) / 6)  # lengths 7..12
     assert tr["steps"] == 20 and tr["final_loss"] > 0 and tr["wall_s"] > 0 and tr["steps_per_s"] > 0
     assert results["config"]["eval"]["max_len"] == 12
+    assert results["provenance"]["jax"] == jax.__version__  # the rest: test_provenance.py
 
 
 def test_evaluation_compiles_one_program_per_bucket(finished_run):

@@ -44,6 +44,8 @@ def test_same_settings_reproduce_results_exactly(trained_run):
     assert _without_timing(again["eval"]) == _without_timing(original["eval"])
     assert again["config"] == original["config"] and again["train"] == original["train"]
     assert set(again) == set(original)  # the schema of results.json
+    # Its own provenance, and that of the training run it evaluated.
+    assert again["provenance"]["trained"] == original["provenance"]
 
 
 def test_longer_evaluation_extends_the_same_numbers(trained_run, capsys):
