@@ -82,16 +82,36 @@ def write_results(run_dir: Path, results: dict[str, Any], tag: str = "") -> Path
 
 
 def eval_scalars(evaluation: Mapping[str, Any], prefix: str) -> dict[str, float | None]:
-    """TensorBoard/metrics.jsonl scalars of one evaluation: <prefix>/<metric>/len_NNNN for every
-    length and metric, then <prefix>/<key> for each of its means (see `metrics.LengthMetric`)."""
-    scalars: dict[str, float | None] = {}
-    for metric in metrics.PER_LENGTH:
-        for n, value in zip(evaluation["lengths"], evaluation[metric.name], strict=True):
-            scalars[f"{prefix}/{metric.name}/len_{n:04d}"] = value
-    for metric in metrics.PER_LENGTH:
-        for key in (*metric.summaries, metric.ood_representable):
-            scalars[f"{prefix}/{key}"] = evaluation[key]
-    return scalars
+    """TensorBoard/metrics.jsonl scalars of one evaluation, at the training step:
+    <prefix>/<key> for each metric's means (see `metrics.LengthMetric`)."""
+    return {
+        f"{prefix}/{key}": evaluation[key]
+        for metric in metrics.PER_LENGTH
+        for key in (*metric.summaries, metric.ood_representable)
+    }
+
+
+def length_series(evaluation: Mapping[str, Any], prefix: str) -> dict[str, list]:
+    """Each per-length metric as (length, value) points, under <prefix>/<metric>_by_length:
+    TensorBoard draws them with the input length as the step."""
+    return {
+        f"{prefix}/{metric.name}_by_length": list(
+            zip(evaluation["lengths"], evaluation[metric.name], strict=True)
+        )
+        for metric in metrics.PER_LENGTH
+    }
+
+
+def hparams(settings: Settings) -> dict[str, bool | int | float | str]:
+    """Every setting as a flat HParams entry ("encoding.name": "rope", "model.d_model": 64);
+    None and lists, which HParams cannot hold, as their text."""
+    flat: dict[str, bool | int | float | str] = {}
+    for section, values in settings.to_dict().items():
+        items = values.items() if isinstance(values, dict) else [("", values)]
+        for key, value in items:
+            name = f"{section}.{key}" if key else section
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return flat
 
 
 def write_evaluation(
@@ -108,6 +128,14 @@ def write_evaluation(
     title = run_title(settings) + (f" · {tag}" if tag else "")
     prefix, suffix = (f"eval_{tag}", f"_{tag}") if tag else ("eval", "")
     log.scalars(step, eval_scalars(evaluation, prefix))
+    for tag_name, points in length_series(evaluation, prefix).items():
+        log.series(tag_name, points)
+    summaries = [key for metric in metrics.PER_LENGTH for key in metric.summaries]
+    log.hparams(
+        f"hparams{suffix}",
+        hparams(settings),
+        {f"hparams/{key}": evaluation[key] for key in summaries},
+    )
     figure = accuracy_figure(evaluation, title)
     figure.savefig(run_dir / f"accuracy_vs_length{suffix}.png")
     log.figure(f"{prefix}/accuracy_vs_length", figure, step)  # closes the figure

@@ -1,11 +1,17 @@
 """Where a run's numbers go: TensorBoard events (tensorboardX, no TensorFlow) and an
-append-only `metrics.jsonl`, one JSON object per line: {"step": ..., "<tag>": value, ...}."""
+append-only `metrics.jsonl`, one JSON object per line: {"step": ..., "<tag>": value, ...}.
+
+Besides scalars over training steps, TensorBoard gets curves over input length (`series`: the
+step is the length, so selecting several runs overlays their accuracy-vs-length curves) and an
+HParams session (`hparams`: the run's settings with its summary metrics, sortable and
+filterable across a sweep in the HParams tab). Per-length values are in results.json, so
+metrics.jsonl keeps to training steps."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,21 @@ class RunLog:
                 self.events.add_scalar(tag, value, step)
         self.jsonl.write(json.dumps(json_safe({"step": step, **values}), allow_nan=False) + "\n")
         self.jsonl.flush()
+
+    def series(self, tag: str, points: Iterable[tuple[int, float | None]]) -> None:
+        """One TensorBoard scalar per (x, value), at step x (an input length); None and
+        non-finite values (lengths not run) are left out of the curve."""
+        for x, value in points:
+            if value is not None and math.isfinite(value):
+                self.events.add_scalar(tag, value, x)
+
+    def hparams(
+        self, name: str, hparams: Mapping[str, bool | int | float | str], metrics: Mapping
+    ) -> None:
+        """An HParams session in the subfolder `name` (tensorboardX writes it there): the
+        settings, and metrics (None, for a mean that could not be computed, becomes NaN)."""
+        values = {key: float("nan") if value is None else value for key, value in metrics.items()}
+        self.events.add_hparams(dict(hparams), values, name=name)
 
     def figure(self, tag: str, figure, step: int) -> None:
         self.events.add_figure(tag, figure, step, close=True)

@@ -11,6 +11,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from posenc_jax.checkpoint import restore_params
 from posenc_jax.cli import main
@@ -59,7 +60,8 @@ def test_run_directory_holds_config_jsonl_and_plot(finished_run):
     assert (run_dir / "config.yaml").read_text().startswith("seed: 0")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [10, 20, 20]
-    assert "train/loss" in lines[0] and "eval/token_acc/len_0012" in lines[-1]
+    assert "train/loss" in lines[0] and "eval/acc_ood" in lines[-1]
+    assert not any("len_" in key for line in lines for key in line)  # lengths: results.json
     assert (run_dir / "accuracy_vs_length.png").stat().st_size > 1000
 
 
@@ -74,13 +76,18 @@ def test_tensorboard_events_have_stable_tags_and_the_plot(finished_run):
         "train/lr",
         "eval/acc_id",
         "eval/acc_ood",
-        "eval/token_acc/len_0002",
-        "eval/token_acc/len_0012",
-        "eval/seq_acc/len_0007",
+        "eval/token_acc_by_length",
+        "eval/seq_acc_by_length",
     }
     assert expected <= scalars
+    assert not any("len_" in tag for tag in scalars)  # no card per length
     assert [e.step for e in events.Scalars("train/loss")] == [10, 20]
     assert events.Scalars("eval/acc_ood")[0].value == pytest.approx(results["eval"]["acc_ood"])
+    # Accuracy over input length: the step is the length, so runs overlay in one chart.
+    for metric in ("token_acc", "seq_acc"):
+        curve = events.Scalars(f"eval/{metric}_by_length")
+        assert [e.step for e in curve] == results["eval"]["lengths"]
+        assert [e.value for e in curve] == pytest.approx(results["eval"][metric])
     assert "eval/accuracy_vs_length" in events.Tags()["images"]
 
 
@@ -194,3 +201,19 @@ def test_cli_help_says_what_the_command_does(capsys):
     status, out, _ = run_in_process(main, ["--help"], capsys)
     assert status == 0
     assert out.startswith("posenc-train: train a tiny Transformer") and "powered by" not in out
+
+
+def test_hparams_session_holds_the_settings_and_summary_metrics(finished_run):
+    run_dir, results = finished_run
+    events = EventAccumulator(str(run_dir / "hparams"), size_guidance={"scalars": 0})
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    session = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = session.session_start_info.hparams
+    assert values["encoding.name"].string_value == "rope"
+    assert values["task.name"].string_value == "word_order"
+    assert values["model.d_model"].number_value == 32
+    assert values["eval.max_len"].number_value == 12
+    for key in ("acc_id", "acc_ood", "seq_acc_id", "seq_acc_ood"):
+        (point,) = events.Scalars(f"hparams/{key}")
+        assert point.value == pytest.approx(results["eval"][key])

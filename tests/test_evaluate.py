@@ -56,7 +56,10 @@ def test_a_metric_declared_once_reaches_results_tensorboard_table_and_plot(monke
     assert len(result["loss"]) == len(result["lengths"]) and result["loss"][0] > 0
     assert result["loss_id"] == pytest.approx(np.mean(result["loss"][:6]))  # lengths 1..6
     scalars = outputs.eval_scalars(result, "eval")
-    assert scalars["eval/loss/len_0012"] == result["loss"][-1]
+    assert outputs.length_series(result, "eval")["eval/loss_by_length"][-1] == (
+        12,
+        result["loss"][-1],
+    )
     assert scalars["eval/loss_ood"] == result["loss_ood"]
     assert scalars["eval/loss_ood_representable"] == result["loss_ood_representable"]
     table = format_table(result)

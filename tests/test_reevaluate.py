@@ -90,6 +90,11 @@ def test_scaling_rule_is_applied_and_tagged(trained_run):
     assert events.Scalars("eval_yarn2/acc_ood")[0].value == pytest.approx(
         results["eval"]["acc_ood"]
     )
+    curve = events.Scalars("eval_yarn2/token_acc_by_length")
+    assert [e.step for e in curve] == results["eval"]["lengths"]
+    hparams = EventAccumulator(str(run_dir / "hparams_yarn2"), size_guidance={"scalars": 0})
+    hparams.Reload()
+    assert hparams.Scalars("hparams/acc_ood")[0].value == pytest.approx(results["eval"]["acc_ood"])
 
 
 @pytest.mark.parametrize(
