@@ -1,4 +1,5 @@
-"""The commands: `posenc-train` (and `python -m posenc_jax`), `posenc-eval`, `posenc-inspect`.
+"""The commands: `posenc-train` (and `python -m posenc_jax`), `posenc-eval`, `posenc-inspect`,
+`posenc-report`.
 
 posenc-train: Hydra composes `configs/train.yaml` with the command-line overrides; this module
 turns the result into plain `Settings` (validated before anything compiles) and calls `run`.
@@ -10,11 +11,14 @@ a finished run's own resolved config, so it needs no Hydra composition.
 posenc-inspect: Hydra composes `configs/inspect.yaml` (an encoding, a model, a length); see
 `inspection.py`.
 
+posenc-report: `<folder> [--out DIR] [--threshold T]`, see `study_report.py`.
+
 Bad values end with a one-paragraph `ConfigError` message and exit status 2.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -33,6 +37,7 @@ from posenc_jax.model_config import ModelConfig
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 from posenc_jax.spec import construct
+from posenc_jax.study_report import DEFAULT_THRESHOLD, write_report
 
 
 def config_dir() -> str:
@@ -87,6 +92,30 @@ def evaluate_main(argv: list[str] | None = None) -> None:
     _run_command(
         "posenc-eval", lambda: reevaluate(special["run_dir"], overrides, special.get("tag"))
     )
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    """`posenc-report <folder> [--out DIR] [--threshold T]`: see `study_report.py`."""
+    parser = argparse.ArgumentParser(
+        prog="posenc-report",
+        description="Turn the runs below a folder (a sweep, or several) into one table with "
+        "mean ± std over seeds (report.md, report.csv) and one accuracy-vs-length plot per task.",
+    )
+    parser.add_argument("folder", type=Path, help="a sweep folder, e.g. multirun/decoder_study")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: folder)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="accuracy for the 'longest length at or above' column (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder; pass the folder of a sweep.")
+    if not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold={args.threshold} must lie in [0, 1].")
+    print(write_report(args.folder, args.out, args.threshold), end="")
+    print(f"wrote report.md, report.csv and the plots in {(args.out or args.folder).absolute()}")
 
 
 def _usage_error(message: str) -> NoReturn:

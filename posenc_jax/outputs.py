@@ -102,16 +102,25 @@ def length_series(evaluation: Mapping[str, Any], prefix: str) -> dict[str, list]
     }
 
 
+def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested settings as dotted keys: {"encoding": {"name": "rope"}, "seed": 0} ->
+    {"encoding.name": "rope", "seed": 0}."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{inner}": item for inner, item in flatten(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def hparams(settings: Settings) -> dict[str, bool | int | float | str]:
     """Every setting as a flat HParams entry ("encoding.name": "rope", "model.d_model": 64);
-    None and lists, which HParams cannot hold, as their text."""
-    flat: dict[str, bool | int | float | str] = {}
-    for section, values in settings.to_dict().items():
-        items = values.items() if isinstance(values, dict) else [("", values)]
-        for key, value in items:
-            name = f"{section}.{key}" if key else section
-            flat[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    return flat
+    None, which HParams cannot hold, as its text."""
+    return {
+        key: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for key, value in flatten(settings.to_dict()).items()
+    }
 
 
 def write_evaluation(

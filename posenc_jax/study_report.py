@@ -1,0 +1,254 @@
+"""`posenc-report <folder>`: a study's answer from the runs below a folder (a sweep, or several
+sweeps into one folder), in one table and one plot per task.
+
+Every folder below `folder` that holds a run (`config.yaml`, written when a run starts) is read:
+its `results.json` if the run completed, otherwise it is listed as skipped with the reason
+(unfinished: no results.json; diverged or another status; unreadable). Re-evaluations
+(`results_<tag>.json`) are not runs and are not read.
+
+Completed runs are grouped by their settings with the seed left out, so the seeds of one
+configuration pool into one row: (task, encoding, and every other swept setting, i.e. one in
+which two runs of the same task and encoding differ, e.g. `model.causal`). Per row, over its seeds:
+- acc_id, acc_ood (token accuracy) and seq_acc_id, seq_acc_ood (exact match): mean ± sample
+  standard deviation (the mean alone for one seed); "n/a" where a mean is undefined (a length
+  the encoding cannot represent);
+- seeds: how many runs the row pools;
+- longest ≥ threshold: the longest input length up to which the mean token accuracy stays at or
+  above the threshold (default 0.9) at every evaluated length from the shortest; "—" if it
+  starts below.
+
+Outputs, in `folder` (or `--out`): report.md (the table, what was read and skipped), report.csv
+(the same rows, with mean and std in separate columns), and accuracy_vs_length_<task>.png (one
+line per row, the mean over seeds with a band of ± one standard deviation, and a dotted
+vertical line at the training length). Each run also holds a TensorBoard HParams session
+(`hparams/`), so `tensorboard --logdir <folder>` sorts and filters the same runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from posenc_jax.outputs import CONFIG_FILE, RESULTS_FILE, flatten
+from posenc_jax.report import plt
+
+DEFAULT_THRESHOLD = 0.9
+SUMMARIES = ("acc_id", "acc_ood", "seq_acc_id", "seq_acc_ood")
+# Settings that identify a row by their own columns, or that vary by design between seeds.
+ROW_KEYS = ("task.name", "encoding.name")
+POOLED_KEYS = ("seed",)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration, its seeds pooled."""
+
+    task: str
+    encoding: str
+    settings: tuple[tuple[str, Any], ...]  # the other settings that differ between runs
+    runs: tuple[dict[str, Any], ...]
+
+    def summary(self, key: str) -> tuple[float | None, float | None]:
+        """(mean, std) over seeds of eval[key]; std is None for one seed; both None if any
+        seed's value is None."""
+        values = [run["eval"][key] for run in self.runs]
+        if any(value is None for value in values):
+            return None, None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return statistics.fmean(values), std
+
+    def mean_by_length(self, metric: str = "token_acc") -> tuple[list[int], np.ndarray]:
+        """The evaluated lengths and the per-length mean of `metric` over seeds (NaN where a
+        length did not run); every run of a row has the same lengths (same settings)."""
+        lengths = self.runs[0]["eval"]["lengths"]
+        values = np.array(
+            [[np.nan if v is None else v for v in run["eval"][metric]] for run in self.runs]
+        )
+        return lengths, values
+
+    def longest_at(self, threshold: float) -> int | None:
+        """The longest length up to which the mean token accuracy is >= threshold at every
+        length from the shortest; None if the shortest is already below."""
+        lengths, values = self.mean_by_length()
+        longest = None
+        for length, mean in zip(lengths, values.mean(axis=0), strict=True):
+            if not mean >= threshold:  # NaN (not run) ends the stretch too
+                break
+            longest = length
+        return longest
+
+    @property
+    def label(self) -> str:
+        extra = ", ".join(f"{key}={value}" for key, value in self.settings)
+        return f"{self.encoding} ({extra})" if extra else self.encoding
+
+
+def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """The completed runs below `folder`, and (run folder, reason) for each one skipped."""
+    runs, skipped = [], []
+    for config in sorted(folder.rglob(CONFIG_FILE)):
+        run_dir = config.parent
+        if ".hydra" in run_dir.parts:  # Hydra's own copy, not a run
+            continue
+        path = run_dir / RESULTS_FILE
+        if not path.exists():
+            skipped.append((run_dir, "unfinished: no results.json"))
+            continue
+        try:
+            results = json.loads(path.read_text())
+            status = results["status"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            skipped.append((run_dir, f"unreadable results.json ({type(error).__name__})"))
+            continue
+        if status != "completed":
+            skipped.append((run_dir, f"status {status!r}"))
+            continue
+        runs.append(results)
+    return runs, skipped
+
+
+def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """Rows of runs that differ only by seed, sorted by task, encoding, then other settings."""
+    # How answers were scored is part of a run's identity: a decoder trained before
+    # eval.decoding existed was scored teacher-forced, one after it greedily.
+    flat = [{**flatten(run["config"]), "eval.scoring": run["eval"]["scoring"]} for run in runs]
+    keys = sorted({key for settings in flat for key in settings})
+    # A setting is swept if two runs of one task and encoding differ in it: settings that
+    # belong to one encoding or task only (encoding.base, task.num_keys) are not.
+    by_pair: dict[tuple, list] = defaultdict(list)
+    for settings in flat:
+        by_pair[tuple(settings.get(key) for key in ROW_KEYS)].append(settings)
+    varying = [
+        key
+        for key in keys
+        if key not in ROW_KEYS + POOLED_KEYS
+        and any(len({repr(s.get(key)) for s in same}) > 1 for same in by_pair.values())
+    ]
+    groups: dict[tuple, list] = defaultdict(list)
+    for run, settings in zip(runs, flat, strict=True):
+        identity = tuple(repr(settings.get(key)) for key in keys if key not in POOLED_KEYS)
+        groups[identity].append((run, settings))
+    rows = []
+    for members in groups.values():
+        settings = members[0][1]
+        rows.append(
+            Row(
+                task=str(settings["task.name"]),
+                encoding=str(settings["encoding.name"]),
+                settings=tuple((key, settings.get(key)) for key in varying),
+                runs=tuple(run for run, _ in members),
+            )
+        )
+    return sorted(rows, key=lambda row: (row.task, row.encoding, repr(row.settings)))
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def markdown_table(rows: Sequence[Row], threshold: float) -> str:
+    varying = [key for key, _ in rows[0].settings] if rows else []
+    header = ["task", "encoding", *varying, *SUMMARIES, "seeds", f"longest ≥ {threshold:g}"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        longest = row.longest_at(threshold)
+        cells = [
+            row.task,
+            row.encoding,
+            *(str(value) for _, value in row.settings),
+            *(_cell(*row.summary(key)) for key in SUMMARIES),
+            str(len(row.runs)),
+            "—" if longest is None else str(longest),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[Row], threshold: float, path: Path) -> None:
+    """report.csv: the table's rows, mean and std in separate columns (empty where undefined)."""
+    varying = [key for key, _ in rows[0].settings] if rows else []
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        stats = [f"{key}_{part}" for key in SUMMARIES for part in ("mean", "std")]
+        writer.writerow(["task", "encoding", *varying, *stats, "seeds", "longest_at_threshold"])
+        for row in rows:
+            values = [value for key in SUMMARIES for value in row.summary(key)]
+            writer.writerow(
+                [
+                    row.task,
+                    row.encoding,
+                    *(value for _, value in row.settings),
+                    *("" if value is None else f"{value:.6f}" for value in values),
+                    len(row.runs),
+                    "" if (longest := row.longest_at(threshold)) is None else longest,
+                ]
+            )
+
+
+def task_figure(task: str, rows: Sequence[Row]):
+    """Mean token accuracy against input length, one line per row, a band of ± one standard
+    deviation over seeds, and a dotted line at each training length."""
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    for row in rows:
+        lengths, values = row.mean_by_length()
+        mean = values.mean(axis=0)
+        (line,) = axes.plot(lengths, mean, label=f"{row.label} ({len(row.runs)} seeds)")
+        if len(row.runs) > 1:
+            std = values.std(axis=0, ddof=1)
+            axes.fill_between(lengths, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    for train_max_len in sorted({row.runs[0]["eval"]["train_max_len"] for row in rows}):
+        axes.axvline(train_max_len, color="0.4", linestyle=":", linewidth=1)
+    axes.set(
+        xlabel="input length (dotted: longest trained)",
+        ylabel="token accuracy",
+        ylim=(-0.02, 1.02),
+        title=task,
+    )
+    axes.legend(loc="lower left", fontsize="x-small")
+    figure.tight_layout()
+    return figure
+
+
+def write_report(
+    folder: Path, out_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD
+) -> str:
+    """Read the runs below `folder`, write report.md, report.csv and one plot per task into
+    `out_dir` (default `folder`); returns report.md's text."""
+    out_dir = out_dir or folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs, skipped = read_runs(folder)
+    rows = group_runs(runs)
+    lines = [
+        f"# Report: {folder}",
+        "",
+        f"Read {len(runs)} completed runs in {len(rows)} rows; skipped {len(skipped)}.",
+    ]
+    lines += [f"- skipped {path}: {reason}" for path, reason in skipped]
+    if rows:
+        lines += ["", markdown_table(rows, threshold), ""]
+        lines.append(
+            "Token accuracy (acc) and exact match (seq_acc), in distribution (id: lengths up to "
+            "the training length) and out of it (ood), mean ± std over seeds; "
+            f"longest ≥ {threshold:g}: the longest length up to which the mean token accuracy "
+            "stays at or above it."
+        )
+        for task in sorted({row.task for row in rows}):
+            figure = task_figure(task, [row for row in rows if row.task == task])
+            name = f"accuracy_vs_length_{task}.png"
+            figure.savefig(out_dir / name)
+            plt.close(figure)
+            lines += ["", f"![{task}]({name})"]
+        write_csv(rows, threshold, out_dir / "report.csv")
+    text = "\n".join(lines) + "\n"
+    (out_dir / "report.md").write_text(text)
+    return text

@@ -1,0 +1,112 @@
+"""posenc-report: a sweep's runs become one table with mean ± std over seeds, one plot per
+task, and a list of every run it could not use, with the reason."""
+
+import csv
+import json
+import statistics
+
+import pytest
+import yaml
+
+from posenc_jax.cli import main, report_main
+from posenc_jax.study_report import group_runs, read_runs, write_report
+
+from helpers import FAST, run_in_process
+
+
+def _fake_run(folder, name, *, encoding="rope", seed=0, token_acc=(1.0, 0.8, 0.4), **changes):
+    """A run folder as posenc-train leaves it, with made-up accuracies (lengths 1, 2, 3, trained
+    to 2): only what posenc-report reads."""
+    run_dir = folder / name
+    run_dir.mkdir(parents=True)
+    config = {"seed": seed, "encoding": {"name": encoding}, "task": {"name": "copy"}, "eval": {}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    evaluation = {
+        "lengths": [1, 2, 3],
+        "train_max_len": 2,
+        "token_acc": list(token_acc),
+        "scoring": "encoder",
+        "acc_id": statistics.fmean(token_acc[:2]),
+        "acc_ood": token_acc[2],
+        "seq_acc_id": 0.5,
+        "seq_acc_ood": 0.0,
+    }
+    results = {"status": "completed", "config": config, "eval": evaluation, **changes}
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
+
+
+def test_a_two_by_two_sweep_becomes_one_row_per_encoding_with_its_seeds(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    status, _, err = run_in_process(
+        main,
+        ["-m", "encoding=nope,alibi", "seed=0,1", "task=copy", *FAST, f"hydra.sweep.dir={sweep}"],
+        capsys,
+    )
+    assert status == 0, err
+    runs, skipped = read_runs(sweep)
+    assert len(runs) == 4 and not skipped
+
+    status, out, err = run_in_process(report_main, [str(sweep)], capsys, hydra=False)
+    assert status == 0, err
+    assert "Read 4 completed runs in 2 rows; skipped 0." in out
+    with (sweep / "report.csv").open() as file:
+        rows = {row["encoding"]: row for row in csv.DictReader(file)}
+    assert set(rows) == {"alibi", "nope"}
+    for encoding, row in rows.items():
+        mine = [r for r in runs if r["encoding"] == encoding]
+        assert row["seeds"] == "2"
+        for key in ("acc_id", "acc_ood", "seq_acc_id", "seq_acc_ood"):
+            values = [r["eval"][key] for r in mine]
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values), abs=1e-6)
+            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values), abs=1e-6)
+    assert (sweep / "accuracy_vs_length_copy.png").stat().st_size > 1000
+    assert "| copy | alibi |" in (sweep / "report.md").read_text()
+
+
+def test_unfinished_diverged_and_unreadable_runs_are_listed_and_the_rest_reported(tmp_path):
+    _fake_run(tmp_path, "good")
+    (_fake_run(tmp_path, "unfinished") / "results.json").unlink()
+    _fake_run(tmp_path, "diverged", status="diverged")
+    (_fake_run(tmp_path, "corrupt") / "results.json").write_text("{not json")
+    text = write_report(tmp_path)
+    assert "Read 1 completed runs in 1 rows; skipped 3." in text
+    assert f"- skipped {tmp_path / 'unfinished'}: unfinished: no results.json" in text
+    assert f"- skipped {tmp_path / 'diverged'}: status 'diverged'" in text
+    assert f"- skipped {tmp_path / 'corrupt'}: unreadable results.json (JSONDecodeError)" in text
+    assert "| copy | rope | 0.900 | 0.400 |" in text
+
+
+def test_seeds_pool_and_other_swept_settings_split_rows():
+    def results(seed, acc, causal, scoring="encoder"):
+        config = {"seed": seed, "encoding": {"name": "rope"}, "task": {"name": "copy"}}
+        config["model"] = {"causal": causal}
+        return {"config": config, "eval": {"scoring": scoring, "acc_id": acc}}
+
+    rows = group_runs([results(0, 0.8, False), results(1, 0.6, False), results(0, 0.5, True)])
+    assert [(row.settings, len(row.runs)) for row in rows] == [
+        ((("model.causal", False),), 2),
+        ((("model.causal", True),), 1),
+    ]
+    assert rows[0].summary("acc_id") == pytest.approx((0.7, statistics.stdev([0.8, 0.6])))
+    # The same settings scored two ways are two rows, never averaged together.
+    mixed = group_runs([results(0, 0.8, True, "greedy"), results(1, 0.6, True, "teacher_forced")])
+    assert len(mixed) == 2
+
+
+@pytest.mark.parametrize(
+    "token_acc, longest",
+    [((1.0, 0.95, 0.91), 3), ((1.0, 0.8, 0.95), 1), ((0.5, 0.95, 0.95), None)],
+)
+def test_longest_length_at_the_threshold_is_where_the_mean_first_falls_below(
+    tmp_path, token_acc, longest
+):
+    _fake_run(tmp_path, "a", token_acc=token_acc)
+    _fake_run(tmp_path, "b", seed=1, token_acc=token_acc)
+    (row,) = group_runs(read_runs(tmp_path)[0])
+    assert row.longest_at(0.9) == longest
+
+
+def test_a_folder_that_is_not_there_is_a_usage_error(tmp_path, capsys):
+    status, _, err = run_in_process(report_main, [str(tmp_path / "nowhere")], capsys, hydra=False)
+    assert status == 2 and "is not a folder" in err
