@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
+import jax
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,7 +58,13 @@ def _train(cfg: DictConfig) -> float | None:
         print(f"run folder: {run_dir}")
         return results
 
-    results = _run_command("posenc-train", start)
+    try:
+        results = _run_command("posenc-train", start)
+    finally:
+        # A sweep runs its jobs in this one process (Hydra's basic launcher): the next job
+        # must not inherit this one's compiled programs (each run builds its own, so they would
+        # only pile up in memory). The persistent on-disk cache still serves them.
+        jax.clear_caches()
     evaluation = results["eval"] or {}
     return evaluation.get("acc_ood")  # Hydra sweepers can optimise this
 

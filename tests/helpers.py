@@ -28,9 +28,10 @@ FAST = [
 ]
 
 
-def compose_config(overrides: list[str]):
+def compose_config(overrides: list[str], hydra: bool = False):
+    """The train config composed with `overrides`; with `hydra`, Hydra's own section too."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
 
 
 def make_settings(*overrides: str, fast: bool = True) -> Settings:

@@ -11,7 +11,7 @@ import yaml
 from posenc_jax.cli import main, report_main
 from posenc_jax.study_report import group_runs, read_runs, write_report
 
-from helpers import FAST, run_in_process
+from helpers import FAST, compose_config, run_in_process
 
 
 def _fake_run(folder, name, *, encoding="rope", seed=0, token_acc=(1.0, 0.8, 0.4), **changes):
@@ -110,3 +110,16 @@ def test_longest_length_at_the_threshold_is_where_the_mean_first_falls_below(
 def test_a_folder_that_is_not_there_is_a_usage_error(tmp_path, capsys):
     status, _, err = run_in_process(report_main, [str(tmp_path / "nowhere")], capsys, hydra=False)
     assert status == 2 and "is not a folder" in err
+
+
+def test_a_study_config_sweeps_into_readable_folders_and_can_be_narrowed(tmp_path, capsys):
+    """+experiment=encodings_reverse sweeps every encoding (glob(*)) over seeds 0, 1, 2 into
+    multirun/encodings_reverse/<encoding>-<task>/seed<seed>; overrides narrow it."""
+    overrides = ["+experiment=encodings_reverse", "encoding=nope,alibi", "seed=0", *FAST]
+    status, _, err = run_in_process(main, ["-m", *overrides, f"hydra.sweep.dir={tmp_path}"], capsys)
+    assert status == 0, err
+    folders = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob("results.json"))
+    assert [str(folder) for folder in folders] == ["alibi-reverse/seed0", "nope-reverse/seed0"]
+    config = compose_config(["+experiment=encodings_reverse"], hydra=True)
+    assert dict(config.hydra.sweeper.params) == {"encoding": "glob(*)", "seed": "0,1,2"}
+    assert config.hydra.sweep.dir == "multirun/encodings_reverse"
