@@ -176,9 +176,11 @@ def _read_document(path: Path, parse: Callable[[str], Any]) -> Any:
 
 def _parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key or not value.strip():
+        # An empty value would read as null, where posenc-train refuses it: say null instead.
         raise ConfigError(
-            f"Override {text!r} is not of the form key=value (e.g. eval.max_len=256)."
+            f"Override {text!r} is not of the form key=value (e.g. eval.max_len=256; "
+            f"{key or 'key'}=null for none)."
         )
     return key, yaml.safe_load(value)  # "256" -> 256, "yarn" -> "yarn", "null" -> None
 

@@ -188,6 +188,15 @@ def test_unknown_keys_are_named_as_unknown_not_as_retraining(trained_run, overri
         reevaluate(run_dir, [override])
 
 
+@pytest.mark.parametrize("override", ["eval.decoding=", "eval.max_len= ", "=3", "eval.max_len"])
+def test_an_override_without_a_value_is_refused_not_read_as_null(trained_run, override):
+    run_dir, _ = trained_run
+    before = set(run_dir.glob("results_*.json"))
+    with pytest.raises(ConfigError, match=r"is not of the form key=value"):
+        reevaluate(run_dir, [override])
+    assert set(run_dir.glob("results_*.json")) == before  # nothing written
+
+
 def test_a_tag_too_long_for_a_file_name_is_refused(trained_run):
     run_dir, _ = trained_run
     with pytest.raises(ConfigError, match=r"use at most 100 letters"):
