@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 import hydra
 import jax
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_jax.compilation import enable_persistent_cache
@@ -52,9 +54,19 @@ def config_dir() -> str:
 
 def _train(cfg: DictConfig) -> float | None:
     def start():
+        hydra_config = HydraConfig.get()
+        if hydra_config.mode == RunMode.RUN and hydra_config.sweeper.params:
+            swept = ", ".join(f"{k}={v}" for k, v in hydra_config.sweeper.params.items())
+            raise ConfigError(
+                f"This config defines a sweep ({swept}), but posenc-train was run without -m, "
+                f"so it would train one run only. Add -m to run the study (posenc-train -m "
+                f"{' '.join(hydra_config.overrides.task)})."
+            )
         settings = settings_from_dict(_plain(cfg))
-        run_dir = HydraConfig.get().runtime.output_dir
-        results = run(settings, run_dir)
+        run_dir = hydra_config.runtime.output_dir
+        # This job's own command: in a sweep, its overrides, not the whole sweep's.
+        command = shlex.join(["posenc-train", *hydra_config.overrides.task])
+        results = run(settings, run_dir, command=command)
         print(f"run folder: {run_dir}")
         return results
 
@@ -121,8 +133,13 @@ def report_main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.folder} is not a folder; pass the folder of a sweep.")
     if not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold={args.threshold} must lie in [0, 1].")
-    print(write_report(args.folder, args.out, args.threshold), end="")
-    print(f"wrote report.md, report.csv and the plots in {(args.out or args.folder).absolute()}")
+    try:
+        text, written = write_report(args.folder, args.out, args.threshold)
+    except OSError as error:
+        print(f"posenc-report: cannot write the report: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(text, end="")
+    print(f"wrote {', '.join(path.name for path in written)} in {written[0].parent.absolute()}")
 
 
 def _usage_error(message: str) -> NoReturn:

@@ -48,8 +48,10 @@ def git_state(directory: Path) -> tuple[str | None, bool | None]:
     return commit.strip(), None if status is None else bool(status.strip())
 
 
-def provenance() -> dict[str, Any]:
-    """This process's provenance record (see the module docstring)."""
+def provenance(command: str | None = None) -> dict[str, Any]:
+    """This process's provenance record (see the module docstring). `command` is the command
+    that reproduces this one result; by default this process's own command line (a sweep's
+    job is given its own: posenc-train with its overrides only)."""
     commit, dirty = git_state(Path(posenc_jax.__file__).parent)
     device = jax.devices()[0]
     return {
@@ -63,5 +65,5 @@ def provenance() -> dict[str, Any]:
             "kind": device.device_kind,
             "count": jax.device_count(),
         },
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

@@ -29,9 +29,13 @@ from posenc_jax.train import train
 
 
 def run(
-    settings: Settings, out_dir: str | os.PathLike, show_progress: bool = True
+    settings: Settings,
+    out_dir: str | os.PathLike,
+    show_progress: bool = True,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate `settings`, write every output into `out_dir`; returns results.json.
+    `command` is recorded as the one that reproduces this run (see `provenance`).
 
     Raises ConfigError, before anything is written, if `out_dir` already holds a finished run."""
     run_dir = Path(out_dir).absolute()
@@ -40,7 +44,7 @@ def run(
             f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to "
             f"overwrite it. Choose another output directory (e.g. hydra.run.dir=...)."
         )
-    origin = provenance()  # the code as it starts, before a long run lets it change
+    origin = provenance(command)  # the code as it starts, before a long run lets it change
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -37,11 +38,14 @@ from typing import Any
 
 import numpy as np
 
+from posenc_jax import metrics
 from posenc_jax.outputs import CONFIG_FILE, RESULTS_FILE, flatten
 from posenc_jax.report import plt
 
 DEFAULT_THRESHOLD = 0.9
-SUMMARIES = ("acc_id", "acc_ood", "seq_acc_id", "seq_acc_ood")
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]")  # a task name made safe for a file name
+SUMMARIES = tuple(key for metric in metrics.PER_LENGTH for key in metric.summaries)
+PER_LENGTH_KEYS = tuple(metric.name for metric in metrics.PER_LENGTH)
 # Settings that identify a row by their own columns, or that vary by design between seeds.
 ROW_KEYS = ("task.name", "encoding.name")
 POOLED_KEYS = ("seed",)
@@ -65,9 +69,9 @@ class Row:
         std = statistics.stdev(values) if len(values) > 1 else None
         return statistics.fmean(values), std
 
-    def mean_by_length(self, metric: str = "token_acc") -> tuple[list[int], np.ndarray]:
-        """The evaluated lengths and the per-length mean of `metric` over seeds (NaN where a
-        length did not run); every run of a row has the same lengths (same settings)."""
+    def by_length(self, metric: str = "token_acc") -> tuple[list[int], np.ndarray]:
+        """The evaluated lengths and `metric` at each, [seeds, lengths] (NaN where a length did
+        not run); every run of a row has the same lengths (same settings)."""
         lengths = self.runs[0]["eval"]["lengths"]
         values = np.array(
             [[np.nan if v is None else v for v in run["eval"][metric]] for run in self.runs]
@@ -77,7 +81,7 @@ class Row:
     def longest_at(self, threshold: float) -> int | None:
         """The longest length up to which the mean token accuracy is >= threshold at every
         length from the shortest; None if the shortest is already below."""
-        lengths, values = self.mean_by_length()
+        lengths, values = self.by_length()
         longest = None
         for length, mean in zip(lengths, values.mean(axis=0), strict=True):
             if not mean >= threshold:  # NaN (not run) ends the stretch too
@@ -92,8 +96,11 @@ class Row:
 
 
 def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
-    """The completed runs below `folder`, and (run folder, reason) for each one skipped."""
+    """The completed runs below `folder`, and (run folder, reason) for each one skipped: not
+    finished, not completed, unreadable or incomplete, or a duplicate (the same settings, seed
+    and scoring as a run read before it, which would count one seed twice)."""
     runs, skipped = [], []
+    seen: dict[str, Path] = {}
     for config in sorted(folder.rglob(CONFIG_FILE)):
         run_dir = config.parent
         if ".hydra" in run_dir.parts:  # Hydra's own copy, not a run
@@ -111,27 +118,66 @@ def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[Path, str]
         if status != "completed":
             skipped.append((run_dir, f"status {status!r}"))
             continue
+        problem = _incomplete(results)
+        if problem:
+            skipped.append((run_dir, f"incomplete results.json: {problem}"))
+            continue
+        identity = repr(sorted(_settings(results).items()))
+        if identity in seen:
+            skipped.append((run_dir, f"duplicate of {seen[identity]} (same settings and seed)"))
+            continue
+        seen[identity] = run_dir
         runs.append(results)
     return runs, skipped
 
 
+def _incomplete(results: Any) -> str | None:
+    """What a completed run's results.json lacks for the report, or None."""
+    config, evaluation = results.get("config"), results.get("eval")
+    if not isinstance(config, dict) or not isinstance(evaluation, dict):
+        return "no config or eval section"
+    if not all(isinstance(config.get(section), dict) for section in ("task", "encoding")):
+        return "no task or encoding in config"
+    missing = [
+        key
+        for key in ("lengths", "train_max_len", *PER_LENGTH_KEYS, *SUMMARIES)
+        if key not in evaluation
+    ]
+    if missing:
+        return f"eval lacks {missing}"
+    lengths = evaluation["lengths"]
+    if not all(len(evaluation[key] or ()) == len(lengths) for key in PER_LENGTH_KEYS):
+        return "per-length values do not match eval.lengths"
+    return None
+
+
+def _settings(results: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's settings as dotted keys, with its scoring: a decoder trained before
+    eval.decoding existed was scored teacher-forced, one after it greedily."""
+    return {**flatten(results["config"]), "eval.scoring": results["eval"].get("scoring")}
+
+
 def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
     """Rows of runs that differ only by seed, sorted by task, encoding, then other settings."""
-    # How answers were scored is part of a run's identity: a decoder trained before
-    # eval.decoding existed was scored teacher-forced, one after it greedily.
-    flat = [{**flatten(run["config"]), "eval.scoring": run["eval"]["scoring"]} for run in runs]
+    flat = [_settings(run) for run in runs]
     keys = sorted({key for settings in flat for key in settings})
-    # A setting is swept if two runs of one task and encoding differ in it: settings that
-    # belong to one encoding or task only (encoding.base, task.num_keys) are not.
-    by_pair: dict[tuple, list] = defaultdict(list)
+    # Shown as columns: a setting two runs of one task and encoding differ in (swept), and
+    # any setting but an encoding's own parameters that differs within a task (model.causal,
+    # train.steps, eval.scoring, the task's own parameters). An encoding's parameters differ
+    # between encodings by nature (only RoPE has encoding.base).
+    within: dict[tuple, list] = defaultdict(list)
     for settings in flat:
-        by_pair[tuple(settings.get(key) for key in ROW_KEYS)].append(settings)
-    varying = [
-        key
-        for key in keys
-        if key not in ROW_KEYS + POOLED_KEYS
-        and any(len({repr(s.get(key)) for s in same}) > 1 for same in by_pair.values())
-    ]
+        within[tuple(settings.get(key) for key in ROW_KEYS)].append(settings)
+        within[(settings.get("task.name"),)].append(settings)
+
+    def differs(key: str) -> bool:
+        return any(
+            len({repr(s.get(key)) for s in same}) > 1
+            for group, same in within.items()
+            if len(group) == 2 or not key.startswith("encoding.")
+        )
+
+    varying = [key for key in keys if key not in ROW_KEYS + POOLED_KEYS and differs(key)]
     groups: dict[tuple, list] = defaultdict(list)
     for run, settings in zip(runs, flat, strict=True):
         identity = tuple(repr(settings.get(key)) for key in keys if key not in POOLED_KEYS)
@@ -200,7 +246,7 @@ def task_figure(task: str, rows: Sequence[Row]):
     deviation over seeds, and a dotted line at each training length."""
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     for row in rows:
-        lengths, values = row.mean_by_length()
+        lengths, values = row.by_length()
         mean = values.mean(axis=0)
         (line,) = axes.plot(lengths, mean, label=f"{row.label} ({len(row.runs)} seeds)")
         if len(row.runs) > 1:
@@ -221,13 +267,16 @@ def task_figure(task: str, rows: Sequence[Row]):
 
 def write_report(
     folder: Path, out_dir: Path | None = None, threshold: float = DEFAULT_THRESHOLD
-) -> str:
-    """Read the runs below `folder`, write report.md, report.csv and one plot per task into
-    `out_dir` (default `folder`); returns report.md's text."""
+) -> tuple[str, list[Path]]:
+    """Read the runs below `folder`, write report.md, report.csv (its header only if no run
+    was read) and one plot per task into `out_dir` (default `folder`); returns report.md's text
+    and the files written. Raises OSError if `out_dir` cannot be written."""
     out_dir = out_dir or folder
     out_dir.mkdir(parents=True, exist_ok=True)
     runs, skipped = read_runs(folder)
     rows = group_runs(runs)
+    written = [out_dir / "report.md", out_dir / "report.csv"]
+    write_csv(rows, threshold, written[1])
     lines = [
         f"# Report: {folder}",
         "",
@@ -242,13 +291,12 @@ def write_report(
             f"longest ≥ {threshold:g}: the longest length up to which the mean token accuracy "
             "stays at or above it."
         )
-        for task in sorted({row.task for row in rows}):
-            figure = task_figure(task, [row for row in rows if row.task == task])
-            name = f"accuracy_vs_length_{task}.png"
-            figure.savefig(out_dir / name)
-            plt.close(figure)
-            lines += ["", f"![{task}]({name})"]
-        write_csv(rows, threshold, out_dir / "report.csv")
+    for task in sorted({row.task for row in rows}):
+        figure = task_figure(task, [row for row in rows if row.task == task])
+        written.append(out_dir / f"accuracy_vs_length_{_SAFE.sub('-', task)}.png")
+        figure.savefig(written[-1])
+        plt.close(figure)
+        lines += ["", f"![{task}]({written[-1].name})"]
     text = "\n".join(lines) + "\n"
-    (out_dir / "report.md").write_text(text)
-    return text
+    written[0].write_text(text)
+    return text, written

@@ -25,6 +25,7 @@ def _fake_run(folder, name, *, encoding="rope", seed=0, token_acc=(1.0, 0.8, 0.4
         "lengths": [1, 2, 3],
         "train_max_len": 2,
         "token_acc": list(token_acc),
+        "seq_acc": [0.5, 0.5, 0.0],
         "scoring": "encoder",
         "acc_id": statistics.fmean(token_acc[:2]),
         "acc_ood": token_acc[2],
@@ -61,6 +62,12 @@ def test_a_two_by_two_sweep_becomes_one_row_per_encoding_with_its_seeds(tmp_path
             assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values), abs=1e-6)
             assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values), abs=1e-6)
     assert (sweep / "accuracy_vs_length_copy.png").stat().st_size > 1000
+    # Each job records the command that reproduces it alone, not the whole sweep's.
+    commands = {r["provenance"]["command"] for r in runs}
+    assert len(commands) == 4 and all(
+        "seed=0,1" not in c and "nope,alibi" not in c for c in commands
+    )
+    assert all(c.startswith("posenc-train ") for c in commands)
     assert "| copy | alibi |" in (sweep / "report.md").read_text()
 
 
@@ -69,7 +76,7 @@ def test_unfinished_diverged_and_unreadable_runs_are_listed_and_the_rest_reporte
     (_fake_run(tmp_path, "unfinished") / "results.json").unlink()
     _fake_run(tmp_path, "diverged", status="diverged")
     (_fake_run(tmp_path, "corrupt") / "results.json").write_text("{not json")
-    text = write_report(tmp_path)
+    text, _ = write_report(tmp_path)
     assert "Read 1 completed runs in 1 rows; skipped 3." in text
     assert f"- skipped {tmp_path / 'unfinished'}: unfinished: no results.json" in text
     assert f"- skipped {tmp_path / 'diverged'}: status 'diverged'" in text
@@ -119,7 +126,68 @@ def test_a_study_config_sweeps_into_readable_folders_and_can_be_narrowed(tmp_pat
     status, _, err = run_in_process(main, ["-m", *overrides, f"hydra.sweep.dir={tmp_path}"], capsys)
     assert status == 0, err
     folders = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob("results.json"))
-    assert [str(folder) for folder in folders] == ["alibi-reverse/seed0", "nope-reverse/seed0"]
+    # <encoding>-<task>/<every other override>: seed=0 alone at the study's own settings.
+    assert [folder.parent.name for folder in folders] == ["alibi-reverse", "nope-reverse"]
+    assert all(
+        folder.name.endswith(
+            "seed=0,task.train_max_len=6,train.batch_size=16,"
+            "train.log_every=10,train.steps=20,"
+            "train.steps_per_dispatch=5"
+        )
+        for folder in folders
+    )
     config = compose_config(["+experiment=encodings_reverse"], hydra=True)
     assert dict(config.hydra.sweeper.params) == {"encoding": "glob(*)", "seed": "0,1,2"}
     assert config.hydra.sweep.dir == "multirun/encodings_reverse"
+
+
+def test_duplicate_and_incomplete_runs_are_skipped_not_counted(tmp_path):
+    _fake_run(tmp_path / "a", "run")
+    _fake_run(tmp_path / "b", "run")  # the same settings and seed, in another sweep folder
+    broken = _fake_run(tmp_path, "broken")
+    results = json.loads((broken / "results.json").read_text())
+    del results["eval"]["acc_ood"]
+    (broken / "results.json").write_text(json.dumps(results))
+    runs, skipped = read_runs(tmp_path)
+    assert len(runs) == 1
+    reasons = {path.relative_to(tmp_path).as_posix(): reason for path, reason in skipped}
+    assert reasons["b/run"] == f"duplicate of {tmp_path / 'a' / 'run'} (same settings and seed)"
+    assert reasons["broken"] == "incomplete results.json: eval lacks ['acc_ood']"
+
+
+def test_a_setting_that_differs_between_encodings_of_one_task_is_shown(tmp_path):
+    _fake_run(tmp_path, "rope", encoding="rope")
+    learned = _fake_run(tmp_path, "learned", encoding="learned")
+    results = json.loads((learned / "results.json").read_text())
+    results["config"]["model"] = {"causal": True}
+    results["config"]["encoding"]["table_size"] = 512  # its own parameter: not a column
+    (learned / "results.json").write_text(json.dumps(results))
+    text, _ = write_report(tmp_path)
+    assert "| task | encoding | model.causal | acc_id |" in text
+    assert "table_size" not in text
+
+
+def test_no_runs_still_gives_an_honest_report_and_an_empty_table(tmp_path, capsys):
+    status, out, _ = run_in_process(report_main, [str(tmp_path)], capsys, hydra=False)
+    assert status == 0 and "Read 0 completed runs in 0 rows; skipped 0." in out
+    assert out.rstrip().endswith(f"wrote report.md, report.csv in {tmp_path}")
+    assert (tmp_path / "report.csv").read_text().startswith("task,encoding,acc_id_mean")
+
+
+def test_an_unwritable_output_and_an_odd_task_name_are_handled(tmp_path, capsys):
+    run_dir = _fake_run(tmp_path, "odd")
+    results = json.loads((run_dir / "results.json").read_text())
+    results["config"]["task"]["name"] = "a/b"
+    (run_dir / "results.json").write_text(json.dumps(results))
+    _, written = write_report(tmp_path)
+    assert written[-1].name == "accuracy_vs_length_a-b.png" and written[-1].exists()
+    argv = [str(tmp_path), "--out", str(run_dir / "results.json")]  # a file, not a folder
+    status, _, err = run_in_process(report_main, argv, capsys, hydra=False)
+    assert status == 2 and err.startswith("posenc-report: cannot write the report:")
+
+
+def test_a_study_run_without_multirun_is_refused(tmp_path, capsys):
+    argv = ["+experiment=encodings_reverse", *FAST, f"hydra.run.dir={tmp_path}"]
+    status, _, err = run_in_process(main, argv, capsys)
+    assert status == 2 and "defines a sweep (encoding=glob(*), seed=0,1,2)" in err
+    assert not (tmp_path / "results.json").exists()
