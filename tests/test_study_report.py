@@ -37,14 +37,21 @@ def _fake_run(folder, name, *, encoding="rope", seed=0, token_acc=(1.0, 0.8, 0.4
     return run_dir
 
 
-def test_a_two_by_two_sweep_becomes_one_row_per_encoding_with_its_seeds(tmp_path, capsys):
+def test_a_two_by_two_study_sweep_becomes_one_row_per_encoding_with_its_seeds(tmp_path, capsys):
+    """+experiment=encodings_reverse narrowed to 2 encodings x 2 seeds: four runs in folders
+    named <encoding>-<task>/<other overrides>, then one report row per encoding."""
     sweep = tmp_path / "sweep"
-    status, _, err = run_in_process(
-        main,
-        ["-m", "encoding=nope,alibi", "seed=0,1", "task=copy", *FAST, f"hydra.sweep.dir={sweep}"],
-        capsys,
-    )
+    overrides = ["+experiment=encodings_reverse", "encoding=nope,alibi", "seed=0,1", *FAST]
+    status, _, err = run_in_process(main, ["-m", *overrides, f"hydra.sweep.dir={sweep}"], capsys)
     assert status == 0, err
+    folders = sorted(p.parent.relative_to(sweep) for p in sweep.rglob("results.json"))
+    assert [folder.parent.name for folder in folders] == ["alibi-reverse"] * 2 + [
+        "nope-reverse"
+    ] * 2
+    assert [folder.name.split(",task.")[0][-6:] for folder in folders] == ["seed=0", "seed=1"] * 2
+    config = compose_config(["+experiment=encodings_reverse"], hydra=True)
+    assert dict(config.hydra.sweeper.params) == {"encoding": "glob(*)", "seed": "0,1,2"}
+    assert config.hydra.sweep.dir == "multirun/encodings_reverse"
     runs, skipped = read_runs(sweep)
     assert len(runs) == 4 and not skipped
 
@@ -61,14 +68,14 @@ def test_a_two_by_two_sweep_becomes_one_row_per_encoding_with_its_seeds(tmp_path
             values = [r["eval"][key] for r in mine]
             assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(values), abs=1e-6)
             assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(values), abs=1e-6)
-    assert (sweep / "accuracy_vs_length_copy.png").stat().st_size > 1000
+    assert (sweep / "accuracy_vs_length_reverse.png").stat().st_size > 1000
     # Each job records the command that reproduces it alone, not the whole sweep's.
     commands = {r["provenance"]["command"] for r in runs}
     assert len(commands) == 4 and all(
         "seed=0,1" not in c and "nope,alibi" not in c for c in commands
     )
     assert all(c.startswith("posenc-train ") for c in commands)
-    assert "| copy | alibi |" in (sweep / "report.md").read_text()
+    assert "| reverse | alibi |" in (sweep / "report.md").read_text()
 
 
 def test_unfinished_diverged_and_unreadable_runs_are_listed_and_the_rest_reported(tmp_path):
@@ -117,28 +124,6 @@ def test_longest_length_at_the_threshold_is_where_the_mean_first_falls_below(
 def test_a_folder_that_is_not_there_is_a_usage_error(tmp_path, capsys):
     status, _, err = run_in_process(report_main, [str(tmp_path / "nowhere")], capsys, hydra=False)
     assert status == 2 and "is not a folder" in err
-
-
-def test_a_study_config_sweeps_into_readable_folders_and_can_be_narrowed(tmp_path, capsys):
-    """+experiment=encodings_reverse sweeps every encoding (glob(*)) over seeds 0, 1, 2 into
-    multirun/encodings_reverse/<encoding>-<task>/seed<seed>; overrides narrow it."""
-    overrides = ["+experiment=encodings_reverse", "encoding=nope,alibi", "seed=0", *FAST]
-    status, _, err = run_in_process(main, ["-m", *overrides, f"hydra.sweep.dir={tmp_path}"], capsys)
-    assert status == 0, err
-    folders = sorted(p.parent.relative_to(tmp_path) for p in tmp_path.rglob("results.json"))
-    # <encoding>-<task>/<every other override>: seed=0 alone at the study's own settings.
-    assert [folder.parent.name for folder in folders] == ["alibi-reverse", "nope-reverse"]
-    assert all(
-        folder.name.endswith(
-            "seed=0,task.train_max_len=6,train.batch_size=16,"
-            "train.log_every=10,train.steps=20,"
-            "train.steps_per_dispatch=5"
-        )
-        for folder in folders
-    )
-    config = compose_config(["+experiment=encodings_reverse"], hydra=True)
-    assert dict(config.hydra.sweeper.params) == {"encoding": "glob(*)", "seed": "0,1,2"}
-    assert config.hydra.sweep.dir == "multirun/encodings_reverse"
 
 
 def test_duplicate_and_incomplete_runs_are_skipped_not_counted(tmp_path):
