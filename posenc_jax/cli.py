@@ -59,13 +59,15 @@ def _train(cfg: DictConfig) -> float | None:
             swept = ", ".join(f"{k}={v}" for k, v in hydra_config.sweeper.params.items())
             raise ConfigError(
                 f"This config defines a sweep ({swept}), but posenc-train was run without -m, "
-                f"so it would train one run only. Add -m to run the study (posenc-train -m "
-                f"{' '.join(hydra_config.overrides.task)})."
+                f"so it would train one run only. Add -m to run the study "
+                f"({shlex.join(['posenc-train', '-m', *hydra_config.overrides.task])})."
             )
         settings = settings_from_dict(_plain(cfg))
         run_dir = hydra_config.runtime.output_dir
-        # This job's own command: in a sweep, its overrides, not the whole sweep's.
-        command = shlex.join(["posenc-train", *hydra_config.overrides.task])
+        # The command that reproduces this one run: in a sweep, this job's overrides with -m
+        # (a study config refuses to run without it), not the whole sweep's.
+        sweep = ["-m"] if hydra_config.mode == RunMode.MULTIRUN else []
+        command = shlex.join(["posenc-train", *sweep, *hydra_config.overrides.task])
         results = run(settings, run_dir, command=command)
         print(f"run folder: {run_dir}")
         return results

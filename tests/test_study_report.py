@@ -74,7 +74,7 @@ def test_a_two_by_two_study_sweep_becomes_one_row_per_encoding_with_its_seeds(tm
     assert len(commands) == 4 and all(
         "seed=0,1" not in c and "nope,alibi" not in c for c in commands
     )
-    assert all(c.startswith("posenc-train ") for c in commands)
+    assert all(c.startswith("posenc-train -m ") and "+experiment=" in c for c in commands)
     assert "| reverse | alibi |" in (sweep / "report.md").read_text()
 
 
