@@ -87,3 +87,9 @@ PER_LENGTH: tuple[LengthMetric, ...] = (
     LengthMetric("token_acc", "token accuracy", "tok", "acc", "correct", "scored"),
     LengthMetric("seq_acc", "exact match", "seq", "seq_acc", "exact", "examples"),
 )
+
+
+def summary_keys() -> list[str]:
+    """Every metric's in- and out-of-distribution means: acc_id, acc_ood, seq_acc_id, ...
+    (a function, so that a metric added to PER_LENGTH, even at run time, is included)."""
+    return [key for metric in PER_LENGTH for key in metric.summaries]

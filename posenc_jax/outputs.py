@@ -139,11 +139,10 @@ def write_evaluation(
     log.scalars(step, eval_scalars(evaluation, prefix))
     for tag_name, points in length_series(evaluation, prefix).items():
         log.series(tag_name, points)
-    summaries = [key for metric in metrics.PER_LENGTH for key in metric.summaries]
     log.hparams(
         f"hparams{suffix}",
         hparams(settings),
-        {f"hparams/{key}": evaluation[key] for key in summaries},
+        {f"hparams/{key}": evaluation[key] for key in metrics.summary_keys()},
     )
     figure = accuracy_figure(evaluation, title)
     figure.savefig(run_dir / f"accuracy_vs_length{suffix}.png")

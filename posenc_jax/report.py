@@ -31,7 +31,7 @@ def format_table(evaluation: dict[str, Any], title: str = "", columns: int = 4) 
     rows = (len(cells) + columns - 1) // columns
     for r in range(rows):
         lines.append("   |".join(cells[r::rows]))
-    means = [key for metric in metrics.PER_LENGTH for key in metric.summaries]
+    means = metrics.summary_keys()
     lines.append(
         f"(* = longer than training, {train_max})  "
         + "  ".join(f"{key} {_fmt(evaluation[key])}" for key in means)

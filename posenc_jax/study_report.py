@@ -44,7 +44,7 @@ from posenc_jax.report import plt
 
 DEFAULT_THRESHOLD = 0.9
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")  # a task name made safe for a file name
-SUMMARIES = tuple(key for metric in metrics.PER_LENGTH for key in metric.summaries)
+SUMMARIES = tuple(metrics.summary_keys())
 PER_LENGTH_KEYS = tuple(metric.name for metric in metrics.PER_LENGTH)
 # Settings that identify a row by their own columns, or that vary by design between seeds.
 ROW_KEYS = ("task.name", "encoding.name")
@@ -196,6 +196,11 @@ def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
     return sorted(rows, key=lambda row: (row.task, row.encoding, repr(row.settings)))
 
 
+def _swept(rows: Sequence[Row]) -> list[str]:
+    """The settings shown as columns: every row lists the same ones (see `group_runs`)."""
+    return [key for key, _ in rows[0].settings] if rows else []
+
+
 def _cell(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "n/a"
@@ -203,8 +208,7 @@ def _cell(mean: float | None, std: float | None) -> str:
 
 
 def markdown_table(rows: Sequence[Row], threshold: float) -> str:
-    varying = [key for key, _ in rows[0].settings] if rows else []
-    header = ["task", "encoding", *varying, *SUMMARIES, "seeds", f"longest ≥ {threshold:g}"]
+    header = ["task", "encoding", *_swept(rows), *SUMMARIES, "seeds", f"longest ≥ {threshold:g}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         longest = row.longest_at(threshold)
@@ -222,11 +226,12 @@ def markdown_table(rows: Sequence[Row], threshold: float) -> str:
 
 def write_csv(rows: Sequence[Row], threshold: float, path: Path) -> None:
     """report.csv: the table's rows, mean and std in separate columns (empty where undefined)."""
-    varying = [key for key, _ in rows[0].settings] if rows else []
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         stats = [f"{key}_{part}" for key in SUMMARIES for part in ("mean", "std")]
-        writer.writerow(["task", "encoding", *varying, *stats, "seeds", "longest_at_threshold"])
+        writer.writerow(
+            ["task", "encoding", *_swept(rows), *stats, "seeds", "longest_at_threshold"]
+        )
         for row in rows:
             values = [value for key in SUMMARIES for value in row.summary(key)]
             writer.writerow(

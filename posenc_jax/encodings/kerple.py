@@ -74,8 +74,5 @@ class Kerple(EncodingSpec):
     variant: str = choice("log", VARIANTS)  # the paper's best on language modelling
     per_layer: bool = False  # the authors' code shares one set of parameters across layers
 
-    def validate(self, model) -> None:
-        super().validate(model)
-
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return KernelizedBias(model.num_layers, model.num_heads, self.variant, self.per_layer, rngs)

@@ -163,10 +163,17 @@ class Rope(EncodingSpec):
         as small as the example's span (the model anchors at each example's first position).
         `frequencies` default to `self.frequencies(head_dim, positions)`: they see the true
         positions (dynamic_ntk reads the sequence length from them).
-        RoPE treats queries and keys alike; xPos (a subclass) does not."""
+        RoPE treats queries and keys alike; xPos (a subclass) does not, in `scale_rotated`."""
         if frequencies is None:
             frequencies = self.frequencies(x.shape[-1], positions)
-        rotated = apply_rope(x, positions - anchor, frequencies, self.layout)
+        offsets = positions - anchor
+        return self.scale_rotated(
+            apply_rope(x, offsets, frequencies, self.layout), offsets, is_query
+        )
+
+    def scale_rotated(self, rotated: jax.Array, offsets: jax.Array, is_query: bool) -> jax.Array:
+        """The rotated queries or keys [batch, seq, heads, head_dim] at positions `offsets`
+        from the anchor, times YaRN's attention factor under yarn (xPos adds its decay)."""
         if self.scaling in YARN_RULES:
             rotated = rotated * yarn_attention_factor(self.scale)
         return rotated

@@ -72,14 +72,7 @@ def position_sinusoids(offsets: jax.Array, frequencies: np.ndarray) -> tuple[jax
 
 
 class RelativeSinusoidAttention(PositionalEncoding):
-    def __init__(
-        self,
-        num_layers: int,
-        d_model: int,
-        num_heads: int,
-        base: float,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, num_layers: int, d_model: int, num_heads: int, base: float, rngs: nnx.Rngs):
         self.base = base
         init = jax.nn.initializers.normal(stddev=0.02)
         head_dim = d_model // num_heads

@@ -109,17 +109,10 @@ class Xpos(Rope):
                 f"encoding.max_position <= {self.finite_span}, or a larger encoding.scale_base."
             )
 
-    def rotate(
-        self,
-        x: jax.Array,
-        positions: jax.Array,
-        is_query: bool,
-        anchor: jax.Array | int = 0,
-        frequencies: jax.Array | None = None,
-    ) -> jax.Array:
-        # Centred on the anchor, as torchscale centres positions: the scales stay within
+    def scale_rotated(self, rotated: jax.Array, offsets: jax.Array, is_query: bool) -> jax.Array:
+        # Offsets from the anchor, as torchscale centres positions: the scales stay within
         # ζ^(±span/B), and their product in q·k is still ζ^((n−m)/B).
-        scale = xpos_scale(positions - anchor, x.shape[-1], self.scale_base, self.gamma, is_query)
+        scale = xpos_scale(offsets, rotated.shape[-1], self.scale_base, self.gamma, is_query)
         scale = pair_values_to_dims(scale, self.layout)[:, :, None, :]  # every head
-        rotated = super().rotate(x, positions, is_query, anchor, frequencies).astype(jnp.float32)
-        return (rotated * scale).astype(x.dtype)
+        scaled = super().scale_rotated(rotated, offsets, is_query).astype(jnp.float32) * scale
+        return scaled.astype(rotated.dtype)

@@ -230,9 +230,6 @@ class Addition(TerminatedTask):
     def num_outputs(self) -> int:
         return 11  # ten digits and the terminator
 
-    def validate(self) -> None:
-        super().validate()
-
     def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         split_key, a_key, b_key = jax.random.split(key, 3)
