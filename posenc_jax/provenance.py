@@ -51,7 +51,8 @@ def git_state(directory: Path) -> tuple[str | None, bool | None]:
 def provenance(command: str | None = None) -> dict[str, Any]:
     """This process's provenance record (see the module docstring). `command` is the command
     that reproduces this one result; by default this process's own command line (a sweep's
-    job is given its own: posenc-train with its overrides only)."""
+    job is given its own: posenc-train with its overrides only). It holds the settings, not
+    where Hydra puts the run or how it launches it (hydra.* overrides)."""
     commit, dirty = git_state(Path(posenc_jax.__file__).parent)
     device = jax.devices()[0]
     return {

@@ -49,6 +49,8 @@ PER_LENGTH_KEYS = tuple(metric.name for metric in metrics.PER_LENGTH)
 # Settings that identify a row by their own columns, or that vary by design between seeds.
 ROW_KEYS = ("task.name", "encoding.name")
 POOLED_KEYS = ("seed",)
+# Part of a row's identity but not a column: it follows from the eval settings shown instead.
+UNSHOWN_KEYS = ("eval.lengths",)
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,9 @@ def _incomplete(results: Any) -> str | None:
     config, evaluation = results.get("config"), results.get("eval")
     if not isinstance(config, dict) or not isinstance(evaluation, dict):
         return "no config or eval section"
-    if not all(isinstance(config.get(section), dict) for section in ("task", "encoding")):
-        return "no task or encoding in config"
+    sections = [config.get(section) for section in ("task", "encoding")]
+    if not all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in sections):
+        return "no task or encoding name in config"
     missing = [
         key
         for key in ("lengths", "train_max_len", *PER_LENGTH_KEYS, *SUMMARIES)
@@ -146,15 +149,27 @@ def _incomplete(results: Any) -> str | None:
     if missing:
         return f"eval lacks {missing}"
     lengths = evaluation["lengths"]
-    if not all(len(evaluation[key] or ()) == len(lengths) for key in PER_LENGTH_KEYS):
+    per_length = [evaluation[key] for key in PER_LENGTH_KEYS]
+    if not isinstance(lengths, list) or not all(
+        isinstance(values, list) and len(values) == len(lengths) for values in per_length
+    ):
         return "per-length values do not match eval.lengths"
+    numbers = [*(v for values in per_length for v in values), *(evaluation[k] for k in SUMMARIES)]
+    if not all(v is None or type(v) in (int, float) for v in numbers):  # a bool is no metric
+        return "a metric that is not a number"
     return None
 
 
 def _settings(results: Mapping[str, Any]) -> dict[str, Any]:
     """A run's settings as dotted keys, with its scoring: a decoder trained before
-    eval.decoding existed was scored teacher-forced, one after it greedily."""
-    return {**flatten(results["config"]), "eval.scoring": results["eval"].get("scoring")}
+    eval.decoding existed was scored teacher-forced, one after it greedily; results from before
+    eval.scoring existed were teacher-forced or an encoder's."""
+    settings = flatten(results["config"])
+    scoring = results["eval"].get("scoring")
+    if scoring is None:
+        scoring = "teacher_forced" if settings.get("model.causal") is True else "encoder"
+    # The evaluated lengths too: runs that differ in them cannot be averaged length by length.
+    return {**settings, "eval.scoring": scoring, "eval.lengths": tuple(results["eval"]["lengths"])}
 
 
 def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
@@ -177,7 +192,8 @@ def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
             if len(group) == 2 or not key.startswith("encoding.")
         )
 
-    varying = [key for key in keys if key not in ROW_KEYS + POOLED_KEYS and differs(key)]
+    hidden = ROW_KEYS + POOLED_KEYS + UNSHOWN_KEYS
+    varying = [key for key in keys if key not in hidden and differs(key)]
     groups: dict[tuple, list] = defaultdict(list)
     for run, settings in zip(runs, flat, strict=True):
         identity = tuple(repr(settings.get(key)) for key in keys if key not in POOLED_KEYS)

@@ -95,7 +95,7 @@ def test_seeds_pool_and_other_swept_settings_split_rows():
     def results(seed, acc, causal, scoring="encoder"):
         config = {"seed": seed, "encoding": {"name": "rope"}, "task": {"name": "copy"}}
         config["model"] = {"causal": causal}
-        return {"config": config, "eval": {"scoring": scoring, "acc_id": acc}}
+        return {"config": config, "eval": {"scoring": scoring, "acc_id": acc, "lengths": [1]}}
 
     rows = group_runs([results(0, 0.8, False), results(1, 0.6, False), results(0, 0.5, True)])
     assert [(row.settings, len(row.runs)) for row in rows] == [
@@ -176,3 +176,47 @@ def test_a_study_run_without_multirun_is_refused(tmp_path, capsys):
     status, _, err = run_in_process(main, argv, capsys)
     assert status == 2 and "defines a sweep (encoding=glob(*), seed=0,1,2)" in err
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda r: r["eval"].update(lengths=None), "per-length values do not match eval.lengths"),
+        (lambda r: r["eval"].update(token_acc=5), "per-length values do not match eval.lengths"),
+        (lambda r: r["config"]["task"].pop("name"), "no task or encoding name in config"),
+        (lambda r: r["eval"].update(acc_id="0.5"), "a metric that is not a number"),
+    ],
+)
+def test_malformed_results_are_skipped_with_the_reason(tmp_path, change, reason):
+    run_dir = _fake_run(tmp_path, "bad")
+    results = json.loads((run_dir / "results.json").read_text())
+    change(results)
+    (run_dir / "results.json").write_text(json.dumps(results))
+    assert read_runs(tmp_path) == ([], [(run_dir, f"incomplete results.json: {reason}")])
+
+
+def test_seeds_evaluated_at_different_lengths_are_not_averaged_together(tmp_path):
+    _fake_run(tmp_path, "a")
+    short = _fake_run(tmp_path, "b", seed=1)
+    results = json.loads((short / "results.json").read_text())
+    for key in ("lengths", "token_acc", "seq_acc"):
+        results["eval"][key] = results["eval"][key][:2]
+    (short / "results.json").write_text(json.dumps(results))
+    rows = group_runs(read_runs(tmp_path)[0])
+    assert sorted(len(row.runs) for row in rows) == [1, 1]
+
+
+def test_decoder_results_from_before_scoring_was_recorded_count_as_teacher_forced():
+    def results(seed, scoring=None):
+        config = {"seed": seed, "encoding": {"name": "rope"}, "task": {"name": "copy"}}
+        config["model"] = {"causal": True}
+        evaluation = {"lengths": [1], **({"scoring": scoring} if scoring else {})}
+        return {"config": config, "eval": evaluation}
+
+    (pooled,) = group_runs([results(0), results(1, "teacher_forced")])
+    assert len(pooled.runs) == 2
+    split = group_runs([results(0), results(1, "greedy")])
+    assert [row.settings for row in split] == [
+        (("eval.scoring", "greedy"),),
+        (("eval.scoring", "teacher_forced"),),
+    ]
