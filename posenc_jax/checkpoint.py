@@ -1,6 +1,7 @@
 """A finished run's parameters on disk (orbax-checkpoint), so `posenc-eval` can come back to it.
 
-    <run_dir>/checkpoint/   the model's nnx.Param state, written once training has completed
+    <run_dir>/checkpoint/   the model's nnx.Param state, written once training has completed;
+                            with train.num_seeds > 1, every array has a leading seed axis
 
 Orbax needs absolute paths and, to give back typed arrays, an abstract target: the model that
 the run's own settings build, traced with `nnx.eval_shape` so that nothing is computed.
@@ -42,6 +43,10 @@ def restore_params(run_dir: Path, settings: Settings) -> tuple[nnx.GraphDef, Any
         )
     abstract = nnx.eval_shape(lambda: build_model(settings, jax.random.key(0)))
     graphdef, target = nnx.split(abstract, nnx.Param)
+    if settings.train.num_seeds > 1:
+        target = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct((settings.train.num_seeds, *a.shape), a.dtype), target
+        )
     try:
         params = ocp.StandardCheckpointer().restore(path, target)
     except Exception as error:  # orbax raises many types for unreadable files; all mean the same

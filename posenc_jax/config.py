@@ -14,7 +14,7 @@ from typing import Any
 
 from posenc_jax.decoding import DECODINGS, DEFAULT_DECODING
 from posenc_jax.encodings import EncodingSpec, make_encoding
-from posenc_jax.errors import ConfigError, require_positive, require_seed
+from posenc_jax.errors import ConfigError, require_int, require_positive, require_seed
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import choice, construct
 from posenc_jax.tasks import TaskSpec, make_task
@@ -72,10 +72,14 @@ class TrainConfig:
     log_every: int = 100
     # Steps fused into one jitted `lax.scan`: fewer dispatches, same numbers.
     steps_per_dispatch: int = 10
+    # Independent replicas trained side by side under jax.vmap, seeds seed..seed+num_seeds-1
+    # (`seeds.py`): one compilation for all of them.
+    num_seeds: int = 1
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "steps_per_dispatch"):
             require_positive(f"train.{key}", getattr(self, key))
+        require_int("train.num_seeds", self.num_seeds, 1)
         if self.log_every % self.steps_per_dispatch:
             raise ConfigError(
                 f"train.log_every={self.log_every} is not a multiple of train.steps_per_dispatch="
@@ -219,6 +223,9 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     }
     seed = raw.get("seed", 0)
     require_seed("seed", seed)
+    if parts["train"].num_seeds > 1:
+        last_seed = seed + parts["train"].num_seeds - 1
+        require_seed("seed + train.num_seeds - 1 (the last replica's seed)", last_seed)
     require_seed("eval.seed", parts["eval"].seed)
     task = make_task(_section(raw, "task"))
     encoding = make_encoding(_section(raw, "encoding"))

@@ -19,6 +19,9 @@ its accuracies are None, it is listed in `not_representable`, and a mean over a 
 contains one is None too (with `acc_ood_representable` giving the mean over the rest).
 Decoders are scored on the answers they generate greedily (`eval.decoding=greedy`, the default),
 or with teacher forcing (`teacher_forced`); see `decoding.py`. results.json's `scoring` says which.
+
+With train.num_seeds > 1 the parameters carry a leading seed axis and every program is vmapped
+over it (`evaluate_seeds`): all replicas are scored on the same examples in one dispatch.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from posenc_jax import metrics
+from posenc_jax import metrics, seeds
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.config import Settings
 from posenc_jax.decoding import decode
@@ -68,10 +71,11 @@ def eval_batch(settings: Settings, length: jax.Array, padded_len: int) -> Batch:
     return position_scheme(settings.encoding, length_key, batch)
 
 
-def chunk_size(examples: int, num_heads: int, sequence_len: int) -> int:
-    """Examples per forward pass, so that [chunk, heads, T, T] <= ATTENTION_ELEMENTS_PER_CHUNK,
-    spread evenly over the fewest chunks (so the padded last chunk wastes little)."""
-    largest = max(1, ATTENTION_ELEMENTS_PER_CHUNK // (num_heads * sequence_len**2))
+def chunk_size(examples: int, num_heads: int, sequence_len: int, num_seeds: int = 1) -> int:
+    """Examples per forward pass, so that the replicas' [seeds, chunk, heads, T, T] <=
+    ATTENTION_ELEMENTS_PER_CHUNK, spread evenly over the fewest chunks (so the padded last chunk
+    wastes little)."""
+    largest = max(1, ATTENTION_ELEMENTS_PER_CHUNK // (num_seeds * num_heads * sequence_len**2))
     num_chunks = -(-examples // largest)
     return -(-examples // num_chunks)
 
@@ -94,20 +98,31 @@ def map_in_chunks(fn, batch: Batch, chunk: int):
 
 
 def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
-    """jit(params, length, padded_len) -> summed `metrics.Counts` for one length.
+    """jit(params, length, padded_len) -> summed `metrics.Counts` for one length ([num_seeds]
+    per field with several seeds: the replicas are vmapped, their examples shared).
 
     `length` is traced, `padded_len` is static: one compiled program per bucket."""
+    num_seeds = settings.train.num_seeds
 
-    @functools.partial(jax.jit, static_argnames="padded_len")
-    def eval_length(params, length: jax.Array, padded_len: int) -> metrics.Counts:
+    def length_counts(params, length: jax.Array, padded_len: int) -> metrics.Counts:
         batch = eval_batch(settings, length, padded_len)
 
         def count(chunk: Batch) -> metrics.Counts:
             logits, _ = decode(nnx.merge(graphdef, params), chunk, settings.scoring)
             return metrics.count(logits, chunk)
 
-        chunk = chunk_size(batch.inputs.shape[0], settings.model.num_heads, batch.inputs.shape[1])
+        chunk = chunk_size(
+            batch.inputs.shape[0], settings.model.num_heads, batch.inputs.shape[1], num_seeds
+        )
         return metrics.total(map_in_chunks(count, batch, chunk))
+
+    @functools.partial(jax.jit, static_argnames="padded_len")
+    def eval_length(params, length: jax.Array, padded_len: int) -> metrics.Counts:
+        # Under vmap the examples depend on the length only, so they are drawn once for all.
+        def one_replica(params, length):
+            return length_counts(params, length, padded_len)
+
+        return seeds.over_seeds(one_replica, num_seeds, in_axes=(0, None))(params, length)
 
     return eval_length
 
@@ -159,19 +174,34 @@ def evaluate(
     params: Any,
     on_progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate at every length; returns the `eval` section of results.json, with one list per
-    `metrics.PER_LENGTH` metric and its in-/out-of-distribution means.
+    """Evaluate a one-seed run at every length; returns the `eval` section of results.json,
+    with one list per `metrics.PER_LENGTH` metric and its in-/out-of-distribution means."""
+    if settings.train.num_seeds != 1:
+        raise ValueError("evaluate() takes one seed's parameters; use evaluate_seeds()")
+    (evaluation,) = evaluate_seeds(settings, graphdef, params, on_progress)
+    return evaluation
+
+
+def evaluate_seeds(
+    settings: Settings,
+    graphdef: nnx.GraphDef,
+    params: Any,
+    on_progress: Callable[[int], object] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate every replica at every length: one `evaluate`-style dict per seed, in the order
+    of `seeds.seeds_of`, from one vmapped program per bucket; `params` is stacked on a leading
+    seed axis when train.num_seeds > 1.
 
     `on_progress(length)` is called on the host as each length is finished. Lengths are
     dispatched a bucket at a time (one compilation each) and read back in order, so reading
     waits only for work already queued: no extra synchronisation."""
     task = settings.task
-    lengths = list(range(settings.eval_min_len, settings.eval_max_len + 1))
+    num_seeds = settings.train.num_seeds
     representable = representable_lengths(settings)
     buckets = length_buckets(task.train_max_len, settings.eval_max_len)
     eval_length = make_eval_fn(settings, graphdef)
 
-    counts: dict[int, metrics.Counts] = {}
+    counts: dict[int, list[metrics.Counts]] = {}
     start = time.perf_counter()
     with CompilationCounter() as compiled:
         for bucket in buckets:
@@ -179,13 +209,34 @@ def evaluate(
             # np.int32: the length is a traced argument that needs no device op to create.
             pending = {n: eval_length(params, np.int32(n), padded_len=bucket) for n in in_bucket}
             for n, result in pending.items():
-                counts[n] = jax.device_get(result)
+                counts[n] = seeds.split_host(result, num_seeds)
                 if on_progress is not None:
                     on_progress(n)
-    eval_s = time.perf_counter() - start
+    common = {
+        "train_max_len": task.train_max_len,
+        "min_len": settings.eval_min_len,
+        "max_len": settings.eval_max_len,
+        "examples_per_length": settings.eval.examples_per_length,
+        "task_kind": task.kind,
+        "scoring": settings.scoring,
+        "buckets": buckets,
+        "num_compilations": compiled.count,
+        "wall_s": time.perf_counter() - start,  # of all replicas together
+    }
+    return [
+        _length_summary(settings, {n: per_seed[i] for n, per_seed in counts.items()}, common)
+        for i in range(num_seeds)
+    ]
 
-    in_dist = [i for i, n in enumerate(lengths) if n <= task.train_max_len]
-    out_dist = [i for i, n in enumerate(lengths) if n > task.train_max_len]
+
+def _length_summary(
+    settings: Settings, counts: dict[int, metrics.Counts], common: dict[str, Any]
+) -> dict[str, Any]:
+    """One replica's evaluation from its summed counts per length run."""
+    train_max_len = settings.task.train_max_len
+    lengths = list(range(settings.eval_min_len, settings.eval_max_len + 1))
+    in_dist = [i for i, n in enumerate(lengths) if n <= train_max_len]
+    out_dist = [i for i, n in enumerate(lengths) if n > train_max_len]
     evaluation: dict[str, Any] = {"lengths": lengths}
     summaries: dict[str, float | None] = {}
     for metric in metrics.PER_LENGTH:
@@ -200,17 +251,9 @@ def evaluate(
         )
     return {
         **evaluation,
-        "train_max_len": task.train_max_len,
-        "min_len": settings.eval_min_len,
-        "max_len": settings.eval_max_len,
-        "examples_per_length": settings.eval.examples_per_length,
         **summaries,
         "not_representable": [n for n in lengths if n not in counts],
-        "task_kind": task.kind,
-        "scoring": settings.scoring,
-        "buckets": buckets,
-        "num_compilations": compiled.count,
-        "wall_s": eval_s,
+        **common,
     }
 
 
@@ -219,16 +262,20 @@ def evaluate_with_attention(
     graphdef: nnx.GraphDef,
     params: Any,
     on_progress: Callable[[int], object] | None = None,
-) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """`evaluate`, and the attention maps of `eval.attention_len` (default: the longest length
-    evaluated), recorded as `attention_len` in the results; no maps if no length was run."""
-    evaluation = evaluate(settings, graphdef, params, on_progress)
+) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """`evaluate_seeds`, and the attention maps of the first replica at `eval.attention_len`
+    (default: the longest length evaluated), recorded as `attention_len` in each seed's
+    results; no maps if no length was run."""
+    evaluations = evaluate_seeds(settings, graphdef, params, on_progress)
     evaluated = representable_lengths(settings)
     # Validation guarantees that a chosen attention_len is evaluated.
     length = settings.eval.attention_len or (evaluated[-1] if evaluated else None)
-    evaluation["attention_len"] = length
-    maps = attention_maps(settings, graphdef, params, length) if length is not None else []
-    return evaluation, maps
+    for evaluation in evaluations:
+        evaluation["attention_len"] = length
+    if length is None:
+        return evaluations, []
+    first = seeds.pick(params, 0, settings.train.num_seeds)
+    return evaluations, attention_maps(seeds.replica(settings, 0), graphdef, first, length)
 
 
 def _mean(values: list[float | None], indices: list[int]) -> float | None:

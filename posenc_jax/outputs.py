@@ -10,19 +10,28 @@ and `reevaluate.py` (`posenc-eval`) both write through here.
     accuracy_vs_length.png      one line per `metrics.PER_LENGTH` metric
     attention_layer<L>.png      with eval.save_attention=true
 
+With train.num_seeds > 1 (seeds as a batch axis, `seeds.py`), the run folder also holds
+seed_<s>/ per replica: its own TensorBoard events (training curves, per-length series, HParams
+session) and metrics.jsonl, as if it were a run of its own; the folder's own events hold the
+evaluation's mean over seeds, and the plot shows it with a band of ± one standard deviation.
+
 A re-evaluation with tag <tag> writes results_<tag>.json, accuracy_vs_length_<tag>.png,
 attention_<tag>_layer<L>.png and TensorBoard tags under eval_<tag>/, beside and never over the
 original files.
 
-results.json: {"status", "encoding", "task", "config", "train", "eval"}; "train" is the
-training summary (`train.train`), "eval" the evaluation (`evaluate.evaluate`) or null if training
-did not complete. Strict JSON: a NaN or infinite value is written as null.
+results.json: {"status", "encoding", "task", "config", "train", "eval", "provenance"}; "train"
+is the training summary (`train.train`), "eval" the evaluation (`evaluate.evaluate`) or null if
+training did not complete. With several seeds, "eval" is their mean and standard deviation
+(`seeds.aggregate`, over the seeds that completed) and "seeds" lists each replica:
+{"seed", "status", "train": its steps and final loss, "eval": its evaluation or null}.
+Strict JSON: a NaN or infinite value is written as null.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from posenc_jax import metrics
+from posenc_jax import metrics, seeds
 from posenc_jax.config import Settings
 from posenc_jax.evaluate import evaluate_with_attention, length_work
 from posenc_jax.report import accuracy_figure, attention_figure, format_table
@@ -54,22 +63,43 @@ def run_title(settings: Settings) -> str:
 def results_document(
     settings: Settings,
     train_summary: Mapping[str, Any],
-    evaluation: dict[str, Any] | None,
+    seed_summaries: Sequence[Mapping[str, Any]],
+    evaluations: Sequence[dict[str, Any] | None],
     origin: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The content of results.json (and of every results_<tag>.json); `origin` is the
-    `provenance.provenance()` record of the process that wrote it."""
-    return json_safe(
-        {
-            "status": train_summary["status"],
-            "encoding": settings.encoding.name,
-            "task": settings.task.name,
-            "config": settings.to_dict(),
-            "train": dict(train_summary),
-            "eval": evaluation,
-            "provenance": dict(origin),
-        }
-    )
+    """The content of results.json (and of every results_<tag>.json): `seed_summaries` and
+    `evaluations` hold one entry per replica (`train.train`'s seed_summaries; None for a seed
+    that was not evaluated); `origin` is the `provenance.provenance()` record of the process
+    that wrote it."""
+    document = {
+        "status": train_summary["status"],
+        "encoding": settings.encoding.name,
+        "task": settings.task.name,
+        "config": settings.to_dict(),
+        "train": dict(train_summary),
+        "eval": combined_evaluation(settings, evaluations),
+        "provenance": dict(origin),
+    }
+    if settings.train.num_seeds > 1:
+        document["seeds"] = [
+            {
+                "seed": summary["seed"],
+                "status": summary["status"],
+                "train": {k: v for k, v in summary.items() if k not in ("seed", "status")},
+                "eval": evaluation,
+            }
+            for summary, evaluation in zip(seed_summaries, evaluations, strict=True)
+        ]
+    return json_safe(document)
+
+
+def combined_evaluation(
+    settings: Settings, evaluations: Sequence[dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """A run's "eval": its one seed's evaluation, or the mean over its seeds."""
+    if settings.train.num_seeds == 1:
+        return evaluations[0]
+    return seeds.aggregate(evaluations, seeds.seeds_of(settings))
 
 
 def write_results(run_dir: Path, results: dict[str, Any], tag: str = "") -> Path:
@@ -123,37 +153,74 @@ def hparams(settings: Settings) -> dict[str, bool | int | float | str]:
     }
 
 
+@contextlib.contextmanager
+def run_logs(run_dir: Path, settings: Settings) -> Iterator[tuple[RunLog, list[RunLog]]]:
+    """(the run folder's log, one log per replica), closed on exit: with one seed the replica's
+    log is the folder's own; with several, each replica logs to seed_<s>/."""
+    log = RunLog(run_dir)
+    replicas = [log]
+    try:
+        if settings.train.num_seeds > 1:
+            replicas = []
+            for seed in seeds.seeds_of(settings):
+                (run_dir / f"seed_{seed}").mkdir(exist_ok=True)
+                replicas.append(RunLog(run_dir / f"seed_{seed}"))
+        yield log, replicas
+    finally:
+        for each in {id(each): each for each in (log, *replicas)}.values():
+            each.close()
+
+
 def write_evaluation(
     settings: Settings,
-    evaluation: dict[str, Any],
+    evaluations: Sequence[dict[str, Any] | None],
     attention: list[np.ndarray],
     run_dir: Path,
-    log: RunLog,
+    logs: tuple[RunLog, Sequence[RunLog]],
     step: int,
     tag: str = "",
 ) -> None:
-    """Log an evaluation's scalars and pictures under `eval` (or `eval_<tag>`) at `step`, save its
-    plot (and the attention maps, with eval.save_attention), and print its table."""
-    title = run_title(settings) + (f" · {tag}" if tag else "")
+    """Log each replica's evaluation (scalars, by-length series, HParams session) to its log,
+    and with several seeds their mean to the run's own log, under `eval` (or `eval_<tag>`) at
+    `step`; save the plot (and the attention maps of the first replica, with
+    eval.save_attention), and print the table (of the mean over seeds, with several)."""
+    log, replica_logs = logs
     prefix, suffix = (f"eval_{tag}", f"_{tag}") if tag else ("eval", "")
-    log.scalars(step, eval_scalars(evaluation, prefix))
-    for tag_name, points in length_series(evaluation, prefix).items():
-        log.series(tag_name, points)
-    log.hparams(
-        f"hparams{suffix}",
-        hparams(settings),
-        {f"hparams/{key}": evaluation[key] for key in metrics.summary_keys()},
-    )
-    figure = accuracy_figure(evaluation, title)
+    for index, (evaluation, replica_log) in enumerate(zip(evaluations, replica_logs, strict=True)):
+        if evaluation is not None:
+            _log_scalars(evaluation, replica_log, step, prefix)
+            replica_log.hparams(
+                f"hparams{suffix}",
+                hparams(seeds.replica(settings, index)),
+                {f"hparams/{key}": evaluation[key] for key in metrics.summary_keys()},
+            )
+    shown = combined_evaluation(settings, evaluations)
+    if shown is None:
+        return
+    title = run_title(settings) + (f" · {tag}" if tag else "")
+    if len(evaluations) > 1:
+        _log_scalars(shown, log, step, prefix)
+        title += f" · mean of {len(shown['seeds'])} seeds"
+    figure = accuracy_figure(shown, title)
     figure.savefig(run_dir / f"accuracy_vs_length{suffix}.png")
     log.figure(f"{prefix}/accuracy_vs_length", figure, step)  # closes the figure
-    length = evaluation["attention_len"]
+    length = shown["attention_len"]
+    first = f" · seed {settings.seed}" if len(evaluations) > 1 else ""
     for layer, weights in enumerate(attention):
-        figure = attention_figure(weights, f"{title} · layer {layer} · input length {length}")
+        figure = attention_figure(
+            weights, f"{title}{first} · layer {layer} · input length {length}"
+        )
         if settings.eval.save_attention:
             figure.savefig(run_dir / f"attention{suffix}_layer{layer}.png")
         log.figure(f"{prefix}/attention/layer_{layer}", figure, step)
-    print(format_table(evaluation, title))
+    print(format_table(shown, title))
+
+
+def _log_scalars(evaluation: Mapping[str, Any], log: RunLog, step: int, prefix: str) -> None:
+    """An evaluation's means at `step`, and its per-length values as series over length."""
+    log.scalars(step, eval_scalars(evaluation, prefix))
+    for tag_name, points in length_series(evaluation, prefix).items():
+        log.series(tag_name, points)
 
 
 def record_evaluation(
@@ -161,13 +228,15 @@ def record_evaluation(
     graphdef: nnx.GraphDef,
     params: Any,
     run_dir: Path,
-    log: RunLog,
+    logs: tuple[RunLog, Sequence[RunLog]],
     step: int,
+    completed: Sequence[bool],
     tag: str = "",
     show_progress: bool = True,
-) -> dict[str, Any]:
+) -> list[dict[str, Any] | None]:
     """Evaluate with a progress bar (lengths done, time left), then `write_evaluation`; returns
-    the `eval` section of the results. Shared by a run and its re-evaluations.
+    each replica's `eval` section of the results (None for one that did not complete training,
+    per `completed`). Shared by a run and its re-evaluations.
 
     The bar fills by work, not by lengths (`evaluate.length_work`), so that its time left holds
     when the long lengths come last; its label counts the lengths done."""
@@ -188,6 +257,8 @@ def record_evaluation(
             bar.set_description_str(f"{description}: {done}/{len(work)} lengths", refresh=False)
             bar.update(work[length])
 
-        evaluation, attention = evaluate_with_attention(settings, graphdef, params, on_progress)
-    write_evaluation(settings, evaluation, attention, run_dir, log, step, tag)
-    return evaluation
+        evaluations, attention = evaluate_with_attention(settings, graphdef, params, on_progress)
+    # A diverged replica's parameters are not finite: its numbers would mean nothing.
+    kept = [e if ok else None for e, ok in zip(evaluations, completed, strict=True)]
+    write_evaluation(settings, kept, attention if completed[0] else [], run_dir, logs, step, tag)
+    return kept

@@ -39,10 +39,10 @@ from posenc_jax.outputs import (
     record_evaluation,
     results_document,
     results_file,
+    run_logs,
     write_results,
 )
 from posenc_jax.provenance import provenance
-from posenc_jax.run_log import RunLog
 
 # Safe unquoted in a shell, in a file name and in a TensorBoard tag.
 _TAG = re.compile(r"^[A-Za-z0-9._+-]+$")
@@ -86,14 +86,13 @@ def reevaluate(
     origin = {**provenance(), "trained": original.get("provenance")}
     graphdef, params = restore_params(run_dir, settings)
     step = original["train"]["steps"]
-    log = RunLog(run_dir)
-    try:
-        evaluation = record_evaluation(
-            settings, graphdef, params, run_dir, log, step, tag, show_progress
+    seed_summaries = _seed_summaries(original)
+    completed = [summary["status"] == "completed" for summary in seed_summaries]
+    with run_logs(run_dir, settings) as logs:
+        evaluations = record_evaluation(
+            settings, graphdef, params, run_dir, logs, step, completed, tag, show_progress
         )
-    finally:
-        log.close()
-    results = results_document(settings, original["train"], evaluation, origin)
+    results = results_document(settings, original["train"], seed_summaries, evaluations, origin)
     print(f"wrote {write_results(run_dir, results, tag)}")
     return results
 
@@ -116,6 +115,19 @@ def allowed_overrides(encoding_name: str) -> list[str]:
     ]
 
 
+def _seed_summaries(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each replica's training summary, as `train.train` gives it, from the run's results."""
+    try:
+        if "seeds" not in results:
+            return [{"seed": results["config"]["seed"], **results["train"]}]
+        return [{"seed": s["seed"], "status": s["status"], **s["train"]} for s in results["seeds"]]
+    except (KeyError, TypeError) as error:
+        raise ConfigError(
+            f"{RESULTS_FILE} lacks its training summary ({type(error).__name__}: {error}); "
+            f"nothing was evaluated. Train the run again with posenc-train."
+        ) from error
+
+
 def _finished_results(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RESULTS_FILE
     if not path.is_file():
@@ -124,7 +136,12 @@ def _finished_results(run_dir: Path) -> dict[str, Any]:
             f"completed posenc-train run as run_dir=<dir>."
         )
     results = _read_document(path, json.loads)
-    if not isinstance(results, dict) or results.get("status") != "completed":
+    # A multi-seed run with some replicas diverged still has the others to evaluate.
+    replicas = results.get("seeds") if isinstance(results, dict) else None
+    statuses = [s.get("status") for s in replicas] if isinstance(replicas, list) else []
+    if not isinstance(results, dict) or (
+        results.get("status") != "completed" and "completed" not in statuses
+    ):
         status = results.get("status") if isinstance(results, dict) else None
         raise ConfigError(
             f"The run in {run_dir} did not complete (status {status!r} in {RESULTS_FILE}), so "

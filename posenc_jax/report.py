@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,12 +49,19 @@ def format_table(evaluation: dict[str, Any], title: str = "", columns: int = 4) 
 
 
 def accuracy_figure(evaluation: dict[str, Any], title: str = ""):
-    """Every `metrics.PER_LENGTH` metric against input length, the training range shaded."""
+    """Every `metrics.PER_LENGTH` metric against input length, the training range shaded; for a
+    mean over seeds (`seeds.aggregate`), a band of ± one standard deviation around each."""
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
     lengths = evaluation["lengths"]
     for metric in metrics.PER_LENGTH:
-        values = [float("nan") if v is None else v for v in evaluation[metric.name]]
-        axes.plot(lengths, values, marker=".", label=metric.label)
+        values = np.array([np.nan if v is None else v for v in evaluation[metric.name]])
+        (line,) = axes.plot(lengths, values, marker=".", label=metric.label)
+        std = evaluation.get(f"{metric.name}_std")
+        if std is not None and any(v is not None for v in std):
+            spread = np.array([np.nan if v is None else v for v in std])
+            axes.fill_between(
+                lengths, values - spread, values + spread, color=line.get_color(), alpha=0.2
+            )
     axes.axvspan(lengths[0], evaluation["train_max_len"], color="0.9", label="training lengths")
     axes.set(xlabel="input length", ylabel="accuracy", ylim=(-0.02, 1.02), title=title)
     axes.legend(loc="lower left", fontsize="small")

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
@@ -20,11 +21,11 @@ from posenc_jax.outputs import (
     RESULTS_FILE,
     record_evaluation,
     results_document,
+    run_logs,
     run_title,
     write_results,
 )
 from posenc_jax.provenance import provenance
-from posenc_jax.run_log import RunLog
 from posenc_jax.train import train
 
 
@@ -48,8 +49,7 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
 
-    log = RunLog(run_dir)
-    try:
+    with run_logs(run_dir, settings) as logs:
         with tqdm(
             total=settings.train.steps,
             desc=run_title(settings),
@@ -57,34 +57,44 @@ def run(
             dynamic_ncols=True,
         ) as bar:
 
-            def on_log(step: int, scalars: dict[str, float]) -> None:
-                log.scalars(step, scalars)
+            def on_log(step: int, per_seed: list[dict[str, float]]) -> None:
+                for replica_log, scalars in zip(logs[1], per_seed, strict=True):
+                    replica_log.scalars(step, scalars)
                 bar.update(step - bar.n)
-                bar.set_postfix(
-                    loss=f"{scalars['train/loss']:.4f}", acc=f"{scalars['train/acc']:.3f}"
+                bar.set_postfix(  # the mean over seeds, with several
+                    loss=f"{np.mean([s['train/loss'] for s in per_seed]):.4f}",
+                    acc=f"{np.mean([s['train/acc'] for s in per_seed]):.3f}",
                 )
 
             outcome = train(settings, on_log)
         step = outcome.summary["steps"]
-        evaluation = None
-        if outcome.summary["status"] == "completed":
+        completed = [s["status"] == "completed" for s in outcome.seed_summaries]
+        evaluations: list[dict[str, Any] | None] = [None] * len(completed)
+        if any(completed):
             save_params(run_dir, outcome.params)
-            evaluation = record_evaluation(
+            evaluations = record_evaluation(
                 settings,
                 outcome.graphdef,
                 outcome.params,
                 run_dir,
-                log,
+                logs,
                 step,
+                completed,
                 show_progress=show_progress,
             )
-        else:
+        diverged = [
+            f"seed {s['seed']} at step {s['steps']}"
+            for s in outcome.seed_summaries
+            if s["status"] != "completed"
+        ]
+        if diverged:
             print(
-                f"Training stopped at step {step}: the loss is not finite (status 'diverged'); "
-                f"no evaluation was run. Lower optim.learning_rate or check the config."
+                f"The loss is not finite ({', '.join(diverged)}): status 'diverged', and "
+                f"{'it was' if len(diverged) == 1 else 'they were'} not evaluated. Lower "
+                f"optim.learning_rate or check the config."
             )
-        results = results_document(settings, outcome.summary, evaluation, origin)
+        results = results_document(
+            settings, outcome.summary, outcome.seed_summaries, evaluations, origin
+        )
         write_results(run_dir, results)
-    finally:
-        log.close()
     return results

@@ -4,7 +4,9 @@ sweeps into one folder), in one table and one plot per task.
 Every folder below `folder` that holds a run (`config.yaml`, written when a run starts) is read:
 its `results.json` if the run completed, otherwise it is listed as skipped with the reason
 (unfinished: no results.json; diverged or another status; unreadable). Re-evaluations
-(`results_<tag>.json`) are not runs and are not read.
+(`results_<tag>.json`) are not runs and are not read. A run with train.num_seeds > 1 counts as
+its seeds: each replica is read as the run of its own seed would be (it equals that run to float
+tolerance), and a diverged replica is skipped on its own.
 
 Completed runs are grouped by their settings with the seed left out, so the seeds of one
 configuration pool into one row: (task, encoding, and every other swept setting, i.e. one in
@@ -29,7 +31,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ import numpy as np
 from posenc_jax import metrics
 from posenc_jax.outputs import CONFIG_FILE, RESULTS_FILE, flatten
 from posenc_jax.report import plt
+from posenc_jax.seeds import mean_std
 
 DEFAULT_THRESHOLD = 0.9
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]")  # a task name made safe for a file name
@@ -65,11 +67,7 @@ class Row:
     def summary(self, key: str) -> tuple[float | None, float | None]:
         """(mean, std) over seeds of eval[key]; std is None for one seed; both None if any
         seed's value is None."""
-        values = [run["eval"][key] for run in self.runs]
-        if any(value is None for value in values):
-            return None, None
-        std = statistics.stdev(values) if len(values) > 1 else None
-        return statistics.fmean(values), std
+        return mean_std([run["eval"][key] for run in self.runs])
 
     def by_length(self, metric: str = "token_acc") -> tuple[list[int], np.ndarray]:
         """The evaluated lengths and `metric` at each, [seeds, lengths] (NaN where a length did
@@ -97,40 +95,67 @@ class Row:
         return f"{self.encoding} ({extra})" if extra else self.encoding
 
 
-def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """The completed runs below `folder`, and (run folder, reason) for each one skipped: not
     finished, not completed, unreadable or incomplete, or a duplicate (the same settings, seed
     and scoring as a run read before it, which would count one seed twice)."""
     runs, skipped = [], []
-    seen: dict[str, Path] = {}
+    seen: dict[str, str] = {}
     for config in sorted(folder.rglob(CONFIG_FILE)):
         run_dir = config.parent
         if ".hydra" in run_dir.parts:  # Hydra's own copy, not a run
             continue
         path = run_dir / RESULTS_FILE
         if not path.exists():
-            skipped.append((run_dir, "unfinished: no results.json"))
+            skipped.append((str(run_dir), "unfinished: no results.json"))
             continue
         try:
-            results = json.loads(path.read_text())
-            status = results["status"]
+            replicas = _replicas(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            skipped.append((run_dir, f"unreadable results.json ({type(error).__name__})"))
+            skipped.append((str(run_dir), f"unreadable results.json ({type(error).__name__})"))
             continue
-        if status != "completed":
-            skipped.append((run_dir, f"status {status!r}"))
-            continue
-        problem = _incomplete(results)
-        if problem:
-            skipped.append((run_dir, f"incomplete results.json: {problem}"))
-            continue
-        identity = repr(sorted(_settings(results).items()))
-        if identity in seen:
-            skipped.append((run_dir, f"duplicate of {seen[identity]} (same settings and seed)"))
-            continue
-        seen[identity] = run_dir
-        runs.append(results)
+        for which, results in replicas:
+            where = f"{run_dir}{which}"
+            if results["status"] != "completed":
+                skipped.append((where, f"status {results['status']!r}"))
+                continue
+            problem = _incomplete(results)
+            if problem:
+                skipped.append((where, f"incomplete results.json: {problem}"))
+                continue
+            identity = repr(sorted(_settings(results).items()))
+            if identity in seen:
+                skipped.append((where, f"duplicate of {seen[identity]} (same settings and seed)"))
+                continue
+            seen[identity] = where
+            runs.append(results)
     return runs, skipped
+
+
+def _replicas(results: Any) -> list[tuple[str, dict[str, Any]]]:
+    """("", the run) for a one-seed run; for a multi-seed run, (" (seed <s>)", replica) for each
+    replica, in the shape of the run of its own seed: its seed, status, train and eval.
+    KeyError or TypeError if the document lacks what that needs."""
+    if "seeds" not in results:
+        return [("", {**results, "status": results["status"]})]  # KeyError without a status
+    config = results["config"]
+    return [
+        (
+            f" (seed {replica['seed']})",
+            {
+                **results,
+                "status": replica["status"],
+                "config": {
+                    **config,
+                    "seed": replica["seed"],
+                    "train": {**config["train"], "num_seeds": 1},
+                },
+                "train": replica["train"],
+                "eval": replica["eval"],
+            },
+        )
+        for replica in results["seeds"]
+    ]
 
 
 def _incomplete(results: Any) -> str | None:
@@ -165,6 +190,7 @@ def _settings(results: Mapping[str, Any]) -> dict[str, Any]:
     eval.decoding existed was scored teacher-forced, one after it greedily; results from before
     eval.scoring existed were teacher-forced or an encoder's."""
     settings = flatten(results["config"])
+    settings.setdefault("train.num_seeds", 1)  # one seed per run before seeds were an axis
     scoring = results["eval"].get("scoring")
     if scoring is None:
         scoring = "teacher_forced" if settings.get("model.causal") is True else "encoder"

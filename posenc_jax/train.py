@@ -8,6 +8,11 @@ runs as one `lax.scan`, so Python dispatches once per chunk. Each step's data ke
 `fold_in(data_key, step)`: a run is a pure function of (settings, seed), and a restart from any step
 replays the same batches (with randomized positions, those are drawn from the same key, see
 `positions.py`). The loop reads metrics back from the device only at log steps.
+
+With `train.num_seeds=N` the state carries a leading seed axis: N replicas, replica i the run
+with seed + i, take their steps side by side in one vmapped program (`seeds.py`). A replica whose
+loss stops being finite is marked diverged and left to run on (it cannot touch the others);
+training stops early only when every replica has diverged.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from posenc_jax import metrics
+from posenc_jax import metrics, seeds
 from posenc_jax.config import OptimConfig, Settings
 from posenc_jax.model import build_model
 from posenc_jax.positions import position_scheme
@@ -65,11 +70,18 @@ def build_optimizer(optim: OptimConfig, total_steps: int) -> optax.GradientTrans
 
 
 def init_state(settings: Settings) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformation]:
-    init_key, data_key = jax.random.split(jax.random.key(settings.seed))
-    graphdef, params = nnx.split(build_model(settings, init_key), nnx.Param)
+    """The model's structure, the initial state and the optimizer. With train.num_seeds=N the
+    state is N replicas' states stacked on a leading axis, replica i initialised exactly as the
+    run with seed + i."""
     optimizer = build_optimizer(settings.optim, settings.train.steps)
-    state = TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), data_key)
-    return graphdef, state, optimizer
+    states = []
+    for index in range(settings.train.num_seeds):
+        init_key, data_key = jax.random.split(jax.random.key(settings.seed + index))
+        graphdef, params = nnx.split(build_model(settings, init_key), nnx.Param)
+        states.append(
+            TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), data_key)
+        )
+    return graphdef, seeds.stack(states), optimizer
 
 
 def abstract_init_state(
@@ -110,7 +122,8 @@ def make_train_chunk(
     optimizer: optax.GradientTransformation,
     num_steps: int,
 ) -> Callable[[TrainState], tuple[TrainState, metrics.Counts]]:
-    """A jitted function that takes `num_steps` steps and returns the summed metric counts."""
+    """A jitted function that takes `num_steps` steps and returns the summed metric counts
+    (per replica, [num_seeds], with several seeds)."""
 
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
@@ -128,28 +141,37 @@ def make_train_chunk(
         state, per_step = jax.lax.scan(one_step, state, length=num_steps)
         return state, metrics.total(per_step)
 
-    return jax.jit(chunk, donate_argnums=0)
+    return jax.jit(seeds.over_seeds(chunk, settings.train.num_seeds), donate_argnums=0)
 
 
 class TrainOutcome(NamedTuple):
     graphdef: nnx.GraphDef
-    params: Any
+    params: Any  # stacked on a leading seed axis with several seeds
     summary: dict[str, Any]
+    # Per replica: seed, status, steps (at divergence, for a diverged one), final_loss, final_acc.
+    seed_summaries: list[dict[str, Any]]
 
 
-def train(settings: Settings, on_log: Callable[[int, dict[str, float]], None]) -> TrainOutcome:
-    """Run the training loop. `on_log(step, scalars)` is called at every log step (host side).
+def train(
+    settings: Settings, on_log: Callable[[int, list[dict[str, float]]], None]
+) -> TrainOutcome:
+    """Run the training loop. `on_log(step, scalars)` is called at every log step (host side),
+    with one dict of scalars per replica (one, unless train.num_seeds > 1).
 
-    Stops early, with summary["status"] = "diverged", if the loss becomes NaN or infinite.
+    A replica whose loss becomes NaN or infinite is "diverged"; training stops early when all
+    have. summary["status"] is "completed" if every replica completed, else "diverged". With one
+    seed, the summary holds that seed's steps, final_loss and final_acc too.
     """
     cfg = settings.train
     graphdef, state, optimizer = init_state(settings)
+    replicas = [
+        {"seed": seed, "status": "completed", "steps": cfg.steps}
+        for seed in seeds.seeds_of(settings)
+    ]
     schedule = learning_rate_schedule(settings.optim, cfg.steps)
     # One compiled program per chunk size (a final short chunk adds one).
     chunks: dict[int, Callable] = {}
     window = None
-    last: dict[str, float] = {}
-    status = "completed"
     start = time.perf_counter()
     first_dispatch_s = None
     steady_start, steady_step = start, 0
@@ -166,27 +188,42 @@ def train(settings: Settings, on_log: Callable[[int, dict[str, float]], None]) -
             steady_start, steady_step = time.perf_counter(), done
             first_dispatch_s = steady_start - start
         if done % cfg.log_every == 0 or done == cfg.steps:
-            summed = {k: float(np.asarray(v)) for k, v in jax.device_get(window)._asdict().items()}
+            learning_rate = float(np.asarray(schedule(done - 1)))
+            per_seed = seeds.split_host(window, cfg.num_seeds)
+            logged = [_scalars(counts, learning_rate) for counts in per_seed]
             window = None
-            last = {
-                "train/loss": summed["nll"] / max(summed["scored"], 1.0),
-                "train/acc": summed["correct"] / max(summed["scored"], 1.0),
-                "train/lr": float(np.asarray(schedule(done - 1))),
-            }
-            on_log(done, last)
-            if not np.isfinite(last["train/loss"]):
-                status = "diverged"
+            on_log(done, logged)
+            for replica, scalars in zip(replicas, logged, strict=True):
+                if replica["status"] == "completed":
+                    replica.update(final_loss=scalars["train/loss"], final_acc=scalars["train/acc"])
+                    if not np.isfinite(scalars["train/loss"]):
+                        replica.update(status="diverged", steps=done)
+            if all(replica["status"] == "diverged" for replica in replicas):
                 break
     jax.block_until_ready(state.params)
     end = time.perf_counter()
     steady_steps = done - steady_step
+    completed = all(replica["status"] == "completed" for replica in replicas)
     summary = {
-        "status": status,
+        "status": "completed" if completed else "diverged",
         "steps": done,
-        "final_loss": last.get("train/loss"),
-        "final_acc": last.get("train/acc"),
         "wall_s": end - start,
         "first_dispatch_s": first_dispatch_s,
+        # Steps of all replicas together: each step trains num_seeds replicas.
         "steps_per_s": steady_steps / (end - steady_start) if steady_steps else None,
     }
-    return TrainOutcome(graphdef, state.params, summary)
+    if cfg.num_seeds == 1:
+        summary.update({key: replicas[0].get(key) for key in ("final_loss", "final_acc")})
+    else:
+        summary["num_seeds"] = cfg.num_seeds
+    return TrainOutcome(graphdef, state.params, summary, replicas)
+
+
+def _scalars(counts: metrics.Counts, learning_rate: float) -> dict[str, float]:
+    """One replica's training scalars from its counts summed over a logging window."""
+    scored = max(float(counts.scored), 1.0)
+    return {
+        "train/loss": float(counts.nll) / scored,
+        "train/acc": float(counts.correct) / scored,
+        "train/lr": learning_rate,
+    }

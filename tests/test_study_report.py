@@ -4,6 +4,7 @@ task, and a list of every run it could not use, with the reason."""
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import yaml
@@ -41,7 +42,13 @@ def test_a_two_by_two_study_sweep_becomes_one_row_per_encoding_with_its_seeds(tm
     """+experiment=encodings_reverse narrowed to 2 encodings x 2 seeds: four runs in folders
     named <encoding>-<task>/<other overrides>, then one report row per encoding."""
     sweep = tmp_path / "sweep"
-    overrides = ["+experiment=encodings_reverse", "encoding=nope,alibi", "seed=0,1", *FAST]
+    overrides = [
+        "+experiment=encodings_reverse",
+        "encoding=nope,alibi",
+        "seed=0,1",
+        "train.num_seeds=1",  # the study's 3 seeds in one run, here 2 separate runs of one
+        *FAST,
+    ]
     status, _, err = run_in_process(main, ["-m", *overrides, f"hydra.sweep.dir={sweep}"], capsys)
     assert status == 0, err
     folders = sorted(p.parent.relative_to(sweep) for p in sweep.rglob("results.json"))
@@ -50,7 +57,8 @@ def test_a_two_by_two_study_sweep_becomes_one_row_per_encoding_with_its_seeds(tm
     ] * 2
     assert [folder.name.split(",task.")[0][-6:] for folder in folders] == ["seed=0", "seed=1"] * 2
     config = compose_config(["+experiment=encodings_reverse"], hydra=True)
-    assert dict(config.hydra.sweeper.params) == {"encoding": "glob(*)", "seed": "0,1,2"}
+    assert dict(config.hydra.sweeper.params) == {"encoding": "glob(*)"}
+    assert config.train.num_seeds == 3
     assert config.hydra.sweep.dir == "multirun/encodings_reverse"
     runs, skipped = read_runs(sweep)
     assert len(runs) == 4 and not skipped
@@ -135,9 +143,40 @@ def test_duplicate_and_incomplete_runs_are_skipped_not_counted(tmp_path):
     (broken / "results.json").write_text(json.dumps(results))
     runs, skipped = read_runs(tmp_path)
     assert len(runs) == 1
-    reasons = {path.relative_to(tmp_path).as_posix(): reason for path, reason in skipped}
+    reasons = {Path(path).relative_to(tmp_path).as_posix(): reason for path, reason in skipped}
     assert reasons["b/run"] == f"duplicate of {tmp_path / 'a' / 'run'} (same settings and seed)"
     assert reasons["broken"] == "incomplete results.json: eval lacks ['acc_ood']"
+
+
+def test_a_multi_seed_run_counts_as_its_seeds(tmp_path):
+    """A train.num_seeds=3 run is three runs to the report: its replicas pool with separate
+    runs of other seeds, a diverged replica is skipped alone, and a separate run of a seed the
+    multi-seed run already holds is a duplicate."""
+    vmapped = _fake_run(tmp_path, "vmapped")
+    results = json.loads((vmapped / "results.json").read_text())
+    results["config"]["train"] = {"num_seeds": 3}
+    replica = results["eval"]
+    results["eval"] = {**replica, "acc_id": 0.1}  # the mean: never read as a seed's value
+    results["seeds"] = [
+        {"seed": 0, "status": "completed", "train": {}, "eval": {**replica, "acc_id": 0.8}},
+        {"seed": 1, "status": "completed", "train": {}, "eval": {**replica, "acc_id": 0.5}},
+        {"seed": 2, "status": "diverged", "train": {}, "eval": None},
+    ]
+    results["status"] = "diverged"
+    (vmapped / "results.json").write_text(json.dumps(results))
+    _fake_run(tmp_path, "seed1", seed=1)
+    _fake_run(tmp_path, "seed3", seed=3, token_acc=(0.6, 0.8, 0.4))
+
+    runs, skipped = read_runs(tmp_path)  # folders in name order: seed1, seed3, vmapped
+    assert sorted(run["config"]["seed"] for run in runs) == [0, 1, 3]
+    assert dict(skipped) == {
+        f"{vmapped} (seed 1)": f"duplicate of {tmp_path / 'seed1'} (same settings and seed)",
+        f"{vmapped} (seed 2)": "status 'diverged'",
+    }
+    (row,) = group_runs(runs)
+    mean, std = row.summary("acc_id")
+    assert mean == pytest.approx(statistics.fmean([0.8, 0.9, 0.7]))
+    assert std == pytest.approx(statistics.stdev([0.8, 0.9, 0.7]))
 
 
 def test_a_setting_that_differs_between_encodings_of_one_task_is_shown(tmp_path):
@@ -174,7 +213,7 @@ def test_an_unwritable_output_and_an_odd_task_name_are_handled(tmp_path, capsys)
 def test_a_study_run_without_multirun_is_refused(tmp_path, capsys):
     argv = ["+experiment=encodings_reverse", *FAST, f"hydra.run.dir={tmp_path}"]
     status, _, err = run_in_process(main, argv, capsys)
-    assert status == 2 and "defines a sweep (encoding=glob(*), seed=0,1,2)" in err
+    assert status == 2 and "defines a sweep (encoding=glob(*))" in err
     assert not (tmp_path / "results.json").exists()
 
 
@@ -192,7 +231,7 @@ def test_malformed_results_are_skipped_with_the_reason(tmp_path, change, reason)
     results = json.loads((run_dir / "results.json").read_text())
     change(results)
     (run_dir / "results.json").write_text(json.dumps(results))
-    assert read_runs(tmp_path) == ([], [(run_dir, f"incomplete results.json: {reason}")])
+    assert read_runs(tmp_path) == ([], [(str(run_dir), f"incomplete results.json: {reason}")])
 
 
 def test_seeds_evaluated_at_different_lengths_are_not_averaged_together(tmp_path):
