@@ -79,8 +79,11 @@ def _train(cfg: DictConfig) -> float | None:
         # must not inherit this one's compiled programs (each run builds its own, so they would
         # only pile up in memory). The persistent on-disk cache still serves them.
         jax.clear_caches()
-    evaluation = results["eval"] or {}
-    return evaluation.get("acc_ood")  # Hydra sweepers can optimise this
+    # Hydra sweepers can optimise this; a run with a diverged seed has no score, not the mean
+    # of the seeds that survived.
+    if results["status"] != "completed":
+        return None
+    return results["eval"].get("acc_ood")
 
 
 main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_train)

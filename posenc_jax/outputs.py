@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from tqdm.auto import tqdm
 
 from posenc_jax import metrics, seeds
 from posenc_jax.config import Settings
+from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_with_attention, length_work
 from posenc_jax.report import accuracy_figure, attention_figure, format_table
 from posenc_jax.run_log import RunLog, json_safe
@@ -151,6 +153,32 @@ def hparams(settings: Settings) -> dict[str, bool | int | float | str]:
         key: value if isinstance(value, (bool, int, float, str)) else str(value)
         for key, value in flatten(settings.to_dict()).items()
     }
+
+
+# A replica's log holds its TensorBoard event file and metrics.jsonl open for the whole run.
+FILES_PER_REPLICA = 2
+# What the rest of the process may hold open at once: JAX, orbax, Python's own files.
+FILES_BESIDE_THE_LOGS = 256
+
+
+def reserve_open_files(settings: Settings) -> None:
+    """Make sure this process may hold every replica's log open at once, before anything is
+    written: raise its soft limit on open files up to what the logs need (within the hard limit,
+    as `ulimit -n` would), else raise ConfigError naming both numbers."""
+    needed = FILES_PER_REPLICA * settings.train.num_seeds + FILES_BESIDE_THE_LOGS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or needed <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return
+    most = (hard - FILES_BESIDE_THE_LOGS) // FILES_PER_REPLICA
+    raise ConfigError(
+        f"train.num_seeds={settings.train.num_seeds} needs about {needed} open files (each "
+        f"replica keeps {FILES_PER_REPLICA} logs open), but this process may open at most "
+        f"{hard} (its hard limit). Use at most train.num_seeds={max(most, 1)}, and cover more "
+        f"seeds with several runs (seed=0, seed={max(most, 1)}, ...); nothing was written."
+    )
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from posenc_jax.outputs import (
     CONFIG_FILE,
     RESULTS_FILE,
     record_evaluation,
+    reserve_open_files,
     results_document,
     results_file,
     run_logs,
@@ -84,10 +85,16 @@ def reevaluate(
     # This evaluation's own code and command, and those that trained the run (null before
     # results.json recorded them).
     origin = {**provenance(), "trained": original.get("provenance")}
-    graphdef, params = restore_params(run_dir, settings)
-    step = original["train"]["steps"]
-    seed_summaries = _seed_summaries(original)
+    seed_summaries = _seed_summaries(original, settings.train.num_seeds)
     completed = [summary["status"] == "completed" for summary in seed_summaries]
+    if not any(completed):
+        raise ConfigError(
+            f"No seed of the run in {run_dir} completed training ({RESULTS_FILE}), so it has no "
+            f"trained parameters to evaluate."
+        )
+    reserve_open_files(settings)
+    graphdef, params = restore_params(run_dir, settings)
+    step = max(summary["steps"] for summary in seed_summaries)  # the last step trained
     with run_logs(run_dir, settings) as logs:
         evaluations = record_evaluation(
             settings, graphdef, params, run_dir, logs, step, completed, tag, show_progress
@@ -115,17 +122,24 @@ def allowed_overrides(encoding_name: str) -> list[str]:
     ]
 
 
-def _seed_summaries(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each replica's training summary, as `train.train` gives it, from the run's results."""
+def _seed_summaries(results: dict[str, Any], num_seeds: int) -> list[dict[str, Any]]:
+    """Each replica's training summary, as `train.train` gives it, from the run's results;
+    ConfigError if they are missing, or are not one per seed of train.num_seeds."""
     try:
-        if "seeds" not in results:
-            return [{"seed": results["config"]["seed"], **results["train"]}]
-        return [{"seed": s["seed"], "status": s["status"], **s["train"]} for s in results["seeds"]]
-    except (KeyError, TypeError) as error:
+        if num_seeds == 1:
+            summaries = [{"seed": results["config"]["seed"], **results["train"]}]
+        else:
+            summaries = [
+                {"seed": s["seed"], "status": s["status"], **s["train"]} for s in results["seeds"]
+            ]
+        if len(summaries) != num_seeds or any("steps" not in s for s in summaries):
+            raise ValueError(f"not one training summary for each of the {num_seeds} seed(s)")
+    except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(
             f"{RESULTS_FILE} lacks its training summary ({type(error).__name__}: {error}); "
             f"nothing was evaluated. Train the run again with posenc-train."
         ) from error
+    return summaries
 
 
 def _finished_results(run_dir: Path) -> dict[str, Any]:
@@ -138,7 +152,11 @@ def _finished_results(run_dir: Path) -> dict[str, Any]:
     results = _read_document(path, json.loads)
     # A multi-seed run with some replicas diverged still has the others to evaluate.
     replicas = results.get("seeds") if isinstance(results, dict) else None
-    statuses = [s.get("status") for s in replicas] if isinstance(replicas, list) else []
+    statuses = (
+        [s.get("status") for s in replicas if isinstance(s, dict)]
+        if isinstance(replicas, list)
+        else []
+    )
     if not isinstance(results, dict) or (
         results.get("status") != "completed" and "completed" not in statuses
     ):
@@ -171,11 +189,14 @@ def _stored_config(run_dir: Path) -> dict[str, Any]:
 def _with_settings_added_since(stored: dict[str, Any]) -> dict[str, Any]:
     """The stored settings, with those added to the harness after the run was trained set to
     what it used then, so that a re-evaluation without overrides reproduces it and the new
-    settings can be overridden: eval.decoding (decoders were scored teacher-forced before)."""
+    settings can be overridden: eval.decoding (decoders were scored teacher-forced before) and
+    train.num_seeds (1)."""
     model, evaluation = stored.get("model"), stored.get("eval")
     if isinstance(model, dict) and isinstance(evaluation, dict):
         was_decoder = model.get("causal") is True
         evaluation.setdefault("decoding", "teacher_forced" if was_decoder else None)
+    if isinstance(stored.get("train"), dict):
+        stored["train"].setdefault("num_seeds", 1)  # one seed per run before train.num_seeds
     return stored
 
 

@@ -20,6 +20,7 @@ from posenc_jax.outputs import (
     CONFIG_FILE,
     RESULTS_FILE,
     record_evaluation,
+    reserve_open_files,
     results_document,
     run_logs,
     run_title,
@@ -38,13 +39,15 @@ def run(
     """Train and evaluate `settings`, write every output into `out_dir`; returns results.json.
     `command` is recorded as the one that reproduces this run (see `provenance`).
 
-    Raises ConfigError, before anything is written, if `out_dir` already holds a finished run."""
+    Raises ConfigError, before anything is written, if `out_dir` already holds a finished run,
+    or if the process may not open enough files for train.num_seeds replicas' logs."""
     run_dir = Path(out_dir).absolute()
     if (run_dir / RESULTS_FILE).exists():
         raise ConfigError(
             f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to "
             f"overwrite it. Choose another output directory (e.g. hydra.run.dir=...)."
         )
+    reserve_open_files(settings)
     origin = provenance(command)  # the code as it starts, before a long run lets it change
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))

@@ -111,6 +111,9 @@ def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]
             continue
         try:
             replicas = _replicas(json.loads(path.read_text()))
+        except _Malformed as error:
+            skipped.append((str(run_dir), f"incomplete results.json: {error}"))
+            continue
         except (OSError, ValueError, KeyError, TypeError) as error:
             skipped.append((str(run_dir), f"unreadable results.json ({type(error).__name__})"))
             continue
@@ -132,13 +135,26 @@ def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]
     return runs, skipped
 
 
+class _Malformed(ValueError):
+    """A results.json whose seeds do not add up; the message says how."""
+
+
 def _replicas(results: Any) -> list[tuple[str, dict[str, Any]]]:
     """("", the run) for a one-seed run; for a multi-seed run, (" (seed <s>)", replica) for each
     replica, in the shape of the run of its own seed: its seed, status, train and eval.
-    KeyError or TypeError if the document lacks what that needs."""
-    if "seeds" not in results:
-        return [("", {**results, "status": results["status"]})]  # KeyError without a status
+    _Malformed unless a multi-seed run lists its seeds seed, seed+1, ... one by one (its "eval",
+    their mean, is never read as a run); KeyError or TypeError if the document lacks a part."""
     config = results["config"]
+    num_seeds = (config.get("train") or {}).get("num_seeds", 1)
+    if num_seeds == 1 and "seeds" not in results:
+        return [("", {**results, "status": results["status"]})]  # KeyError without a status
+    replicas = results.get("seeds")
+    if not (isinstance(replicas, list) and all(isinstance(r, dict) for r in replicas)):
+        raise _Malformed(f"train.num_seeds={num_seeds} but no list of per-seed results")
+    listed = [replica.get("seed") for replica in replicas]
+    expected = [config["seed"] + i for i in range(num_seeds)] if type(num_seeds) is int else None
+    if listed != expected or any(type(seed) is not int for seed in listed):
+        raise _Malformed(f"seeds {listed} are not the seeds {expected} of train.num_seeds")
     return [
         (
             f" (seed {replica['seed']})",

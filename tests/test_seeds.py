@@ -2,6 +2,7 @@
 replica i is the run with seed + i."""
 
 import json
+import shutil
 import statistics
 
 import jax
@@ -162,3 +163,49 @@ def test_the_mean_skips_diverged_seeds_and_keeps_unrepresentable_lengths_unknown
 def test_bad_seed_counts_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_settings(*overrides)
+
+
+def test_too_many_seeds_for_the_open_file_limit_is_refused_before_writing(tmp_path, monkeypatch):
+    import resource
+
+    raised = []
+    monkeypatch.setattr(resource, "setrlimit", lambda kind, limits: raised.append(limits))
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (1024, 4096))
+    settings = make_settings("train.num_seeds=5000")
+    with pytest.raises(ConfigError, match=r"train.num_seeds=5000 needs about 10256 open files"):
+        run(settings, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists() and not raised
+    # Within the hard limit, the soft one is raised as `ulimit -n` would.
+    from posenc_jax.outputs import reserve_open_files
+
+    reserve_open_files(make_settings("train.num_seeds=1000"))
+    assert raised == [(2256, 4096)]
+
+
+def _copy_with_results(run_dir, tmp_path, change):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    results = json.loads((copy / "results.json").read_text())
+    change(results)
+    (copy / "results.json").write_text(json.dumps(results))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.pop("seeds"),
+        lambda r: r["seeds"].pop(),
+        lambda r: r["seeds"].__setitem__(1, None),
+        lambda r: [s.update(status="diverged") for s in r["seeds"]],
+    ],
+    ids=["no seeds", "a seed missing", "a seed not an object", "every seed diverged"],
+)
+def test_posenc_eval_refuses_seeds_that_do_not_add_up_before_evaluating(
+    multi_seed_run, tmp_path, change
+):
+    copy = _copy_with_results(multi_seed_run[0], tmp_path, change)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    with pytest.raises(ConfigError, match="nothing was evaluated|no trained parameters"):
+        reevaluate(copy, ["eval.max_len=14"], show_progress=False)
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before

@@ -179,6 +179,29 @@ def test_a_multi_seed_run_counts_as_its_seeds(tmp_path):
     assert std == pytest.approx(statistics.stdev([0.8, 0.9, 0.7]))
 
 
+@pytest.mark.parametrize(
+    "seeds, reason",
+    [
+        (None, "train.num_seeds=2 but no list of per-seed results"),
+        ([], "seeds [] are not the seeds [0, 1] of train.num_seeds"),
+        ([0, "1"], "seeds [0, '1'] are not the seeds [0, 1] of train.num_seeds"),
+        ([0, 0], "seeds [0, 0] are not the seeds [0, 1] of train.num_seeds"),
+    ],
+)
+def test_a_multi_seed_run_whose_seeds_do_not_add_up_is_skipped_with_the_reason(
+    tmp_path, seeds, reason
+):
+    """Never read its mean over seeds as one run, and never count a seed twice."""
+    run_dir = _fake_run(tmp_path, "vmapped")
+    results = json.loads((run_dir / "results.json").read_text())
+    results["config"]["train"] = {"num_seeds": 2}
+    if seeds is not None:
+        replica = {"status": "completed", "train": {}, "eval": results["eval"]}
+        results["seeds"] = [{**replica, "seed": seed} for seed in seeds]
+    (run_dir / "results.json").write_text(json.dumps(results))
+    assert read_runs(tmp_path) == ([], [(str(run_dir), f"incomplete results.json: {reason}")])
+
+
 def test_a_setting_that_differs_between_encodings_of_one_task_is_shown(tmp_path):
     _fake_run(tmp_path, "rope", encoding="rope")
     learned = _fake_run(tmp_path, "learned", encoding="learned")
