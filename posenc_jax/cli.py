@@ -52,6 +52,15 @@ def config_dir() -> str:
     raise FileNotFoundError(f"posenc-jax configs not found beside {package}")
 
 
+def seed_label(seed: int, num_seeds: int) -> str:
+    """The seeds of a run in a sweep folder's name: seed3, or seeds3-5 for train.num_seeds=3."""
+    return f"seed{seed}" if num_seeds == 1 else f"seeds{seed}-{seed + num_seeds - 1}"
+
+
+# ${seed_label:${seed},${train.num_seeds}} in configs/train.yaml.
+OmegaConf.register_new_resolver("seed_label", seed_label, replace=True)
+
+
 def _train(cfg: DictConfig) -> float | None:
     def start():
         hydra_config = HydraConfig.get()

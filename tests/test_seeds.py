@@ -11,6 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax.checkpoint import restore_params
+from posenc_jax.cli import seed_label
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate, evaluate_seeds
@@ -209,3 +210,8 @@ def test_posenc_eval_refuses_seeds_that_do_not_add_up_before_evaluating(
     with pytest.raises(ConfigError, match="nothing was evaluated|no trained parameters"):
         reevaluate(copy, ["eval.max_len=14"], show_progress=False)
     assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+
+
+def test_a_sweep_folder_names_every_seed_of_its_run():
+    assert seed_label(3, 1) == "seed3"
+    assert seed_label(3, 3) == "seeds3-5"
