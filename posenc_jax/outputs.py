@@ -34,7 +34,7 @@ import json
 import resource
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from flax import nnx
@@ -181,10 +181,15 @@ def reserve_open_files(settings: Settings) -> None:
     )
 
 
+class RunLogs(NamedTuple):
+    folder: RunLog  # the run folder's own log
+    replicas: list[RunLog]  # one per replica: the folder's own with one seed, else seed_<s>/
+
+
 @contextlib.contextmanager
-def run_logs(run_dir: Path, settings: Settings) -> Iterator[tuple[RunLog, list[RunLog]]]:
-    """(the run folder's log, one log per replica), closed on exit: with one seed the replica's
-    log is the folder's own; with several, each replica logs to seed_<s>/."""
+def run_logs(run_dir: Path, settings: Settings) -> Iterator[RunLogs]:
+    """The run's `RunLogs`, closed on exit: with one seed the replica's log is the folder's own;
+    with several, each replica logs to seed_<s>/."""
     log = RunLog(run_dir)
     replicas = [log]
     try:
@@ -193,7 +198,7 @@ def run_logs(run_dir: Path, settings: Settings) -> Iterator[tuple[RunLog, list[R
             for seed in seeds.seeds_of(settings):
                 (run_dir / f"seed_{seed}").mkdir(exist_ok=True)
                 replicas.append(RunLog(run_dir / f"seed_{seed}"))
-        yield log, replicas
+        yield RunLogs(log, replicas)
     finally:
         for each in {id(each): each for each in (log, *replicas)}.values():
             each.close()
@@ -204,7 +209,7 @@ def write_evaluation(
     evaluations: Sequence[dict[str, Any] | None],
     attention: list[np.ndarray],
     run_dir: Path,
-    logs: tuple[RunLog, Sequence[RunLog]],
+    logs: RunLogs,
     step: int,
     tag: str = "",
 ) -> None:
@@ -212,9 +217,8 @@ def write_evaluation(
     and with several seeds their mean to the run's own log, under `eval` (or `eval_<tag>`) at
     `step`; save the plot (and the attention maps of the first replica, with
     eval.save_attention), and print the table (of the mean over seeds, with several)."""
-    log, replica_logs = logs
     prefix, suffix = (f"eval_{tag}", f"_{tag}") if tag else ("eval", "")
-    for index, (evaluation, replica_log) in enumerate(zip(evaluations, replica_logs, strict=True)):
+    for index, (evaluation, replica_log) in enumerate(zip(evaluations, logs.replicas, strict=True)):
         if evaluation is not None:
             _log_scalars(evaluation, replica_log, step, prefix)
             replica_log.hparams(
@@ -227,11 +231,11 @@ def write_evaluation(
         return
     title = run_title(settings) + (f" · {tag}" if tag else "")
     if len(evaluations) > 1:
-        _log_scalars(shown, log, step, prefix)
+        _log_scalars(shown, logs.folder, step, prefix)
         title += f" · mean of {len(shown['seeds'])} seeds"
     figure = accuracy_figure(shown, title)
     figure.savefig(run_dir / f"accuracy_vs_length{suffix}.png")
-    log.figure(f"{prefix}/accuracy_vs_length", figure, step)  # closes the figure
+    logs.folder.figure(f"{prefix}/accuracy_vs_length", figure, step)  # closes the figure
     length = shown["attention_len"]
     first = f" · seed {settings.seed}" if len(evaluations) > 1 else ""
     for layer, weights in enumerate(attention):
@@ -240,7 +244,7 @@ def write_evaluation(
         )
         if settings.eval.save_attention:
             figure.savefig(run_dir / f"attention{suffix}_layer{layer}.png")
-        log.figure(f"{prefix}/attention/layer_{layer}", figure, step)
+        logs.folder.figure(f"{prefix}/attention/layer_{layer}", figure, step)
     print(format_table(shown, title))
 
 
@@ -256,7 +260,7 @@ def record_evaluation(
     graphdef: nnx.GraphDef,
     params: Any,
     run_dir: Path,
-    logs: tuple[RunLog, Sequence[RunLog]],
+    logs: RunLogs,
     step: int,
     completed: Sequence[bool],
     tag: str = "",

@@ -61,7 +61,7 @@ def run(
         ) as bar:
 
             def on_log(step: int, per_seed: list[dict[str, float]]) -> None:
-                for replica_log, scalars in zip(logs[1], per_seed, strict=True):
+                for replica_log, scalars in zip(logs.replicas, per_seed, strict=True):
                     replica_log.scalars(step, scalars)
                 bar.update(step - bar.n)
                 bar.set_postfix(  # the mean over seeds, with several

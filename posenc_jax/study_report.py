@@ -147,7 +147,9 @@ def _replicas(results: Any) -> list[tuple[str, dict[str, Any]]]:
     config = results["config"]
     num_seeds = (config.get("train") or {}).get("num_seeds", 1)
     if num_seeds == 1 and "seeds" not in results:
-        return [("", {**results, "status": results["status"]})]  # KeyError without a status
+        if "status" not in results:
+            raise KeyError("status")  # not a run's results
+        return [("", results)]
     replicas = results.get("seeds")
     if not (isinstance(replicas, list) and all(isinstance(r, dict) for r in replicas)):
         raise _Malformed(f"train.num_seeds={num_seeds} but no list of per-seed results")
