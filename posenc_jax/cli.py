@@ -22,17 +22,19 @@ import argparse
 import logging
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
 import jax
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from posenc_jax.compilation import enable_persistent_cache
-from posenc_jax.config import settings_from_dict
+from posenc_jax.config import Settings, settings_from_dict
 from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import InspectOptions, inspect_encoding, pictures_for
@@ -55,6 +57,15 @@ def config_dir() -> str:
 def seed_label(seed: int, num_seeds: int) -> str:
     """The seeds of a run in a sweep folder's name: seed3, or seeds3-5 for train.num_seeds=3."""
     return f"seed{seed}" if num_seeds == 1 else f"seeds{seed}-{seed + num_seeds - 1}"
+
+
+def compose_settings(overrides: Sequence[str]) -> Settings:
+    """configs/train.yaml composed with `overrides` (Hydra's syntax) and validated: the run
+    posenc-train would start, for code that runs it in process (benchmarks, tests). Raises
+    ConfigError for a bad value, and Hydra's own errors for an unknown group or key."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    return settings_from_dict(_plain(cfg))
 
 
 # ${seed_label:${seed},${train.num_seeds}} in configs/train.yaml.

@@ -17,25 +17,16 @@ import argparse
 import time
 
 import jax
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from posenc_jax.cli import config_dir
-from posenc_jax.config import Settings, settings_from_dict
+from posenc_jax.cli import compose_settings
 from posenc_jax.decoding import DECODINGS
 from posenc_jax.encodings import available
 from posenc_jax.evaluate import evaluate
 from posenc_jax.train import init_state, make_train_chunk
 
 
-def load_settings(overrides: list[str]) -> Settings:
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    return settings_from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
-
-
 def measure(overrides: list[str], steps: int) -> dict[str, float]:
-    settings = load_settings(overrides)
+    settings = compose_settings(overrides)
     graphdef, state, optimizer = init_state(settings)
     size = settings.train.steps_per_dispatch
     chunk = make_train_chunk(settings, graphdef, optimizer, size)
@@ -57,7 +48,7 @@ def measure(overrides: list[str], steps: int) -> dict[str, float]:
     for decoding in decodings:
         evaluated = settings
         if settings.model.causal:
-            evaluated = load_settings([*overrides, f"eval.decoding={decoding}"])
+            evaluated = compose_settings([*overrides, f"eval.decoding={decoding}"])
         evaluation = evaluate(evaluated, graphdef, state.params)
         measured[f"{decoding}_eval_s"] = evaluation["wall_s"]
         measured[f"{decoding}_eval_compilations"] = evaluation["num_compilations"]

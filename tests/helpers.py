@@ -8,10 +8,9 @@ import sys
 import jax
 from flax import nnx
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from posenc_jax.cli import config_dir
-from posenc_jax.config import Settings, settings_from_dict
+from posenc_jax.cli import compose_settings, config_dir
+from posenc_jax.config import Settings
 from posenc_jax.encodings import PositionalEncoding
 from posenc_jax.inspection import build_encoding
 
@@ -35,8 +34,7 @@ def compose_config(overrides: list[str], hydra: bool = False):
 
 
 def make_settings(*overrides: str, fast: bool = True) -> Settings:
-    cfg = compose_config((FAST if fast else []) + list(overrides))
-    return settings_from_dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return compose_settings((FAST if fast else []) + list(overrides))
 
 
 def perturb_parameters(module: nnx.Module, scale: float = 0.1, seed: int = 0) -> None:

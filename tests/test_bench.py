@@ -1,0 +1,90 @@
+"""posenc-bench's arithmetic and its sanity check (speed itself is never tested)."""
+
+import copy
+
+import pytest
+
+from posenc_jax.bench import CASES, QUICK_CASES, _cost_analysis, sanity_problems, train_step_flops
+from posenc_jax.train import init_state, make_train_chunk
+
+from helpers import make_settings
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("encoding=nope", "model.d_model=128", "task.train_max_len=24", "train.batch_size=32"),
+        ("encoding=nope", "model.d_model=128", "train.num_seeds=2", "model.num_layers=3"),
+    ],
+)
+def test_analytic_flops_agree_with_xla(overrides):
+    """The analytic count is the matmuls only; XLA counts everything in the compiled step (the
+    optimizer, norms, softmax, data generation), so it is a little above, never below.
+
+    XLA counts a scan's body once: a chunk of any length is costed as one step."""
+    settings = make_settings(*overrides)
+    graphdef, state, optimizer = init_state(settings)
+    compiled = make_train_chunk(settings, graphdef, optimizer, 5).lower(state).compile()
+    ratio = _cost_analysis(compiled)["flops"] / train_step_flops(settings)
+    assert 1.0 <= ratio <= 1.15
+
+
+def test_analytic_flops_of_the_paper_config():
+    """Ruoss et al.'s encoder (5 layers, d 64, batch 128, 80 slots): about 18 GFLOP a step, as
+    counted by hand in the issue that introduced posenc-bench."""
+    (paper_rope,) = [case for case in CASES if case.name == "paper-rope"]
+    settings = make_settings(*paper_rope.overrides, fast=False)
+    d, slots, layers = 64, 80, 5
+    per_example = layers * (24 * slots * d * d + 4 * slots**2 * d) + 2 * slots * d * 16
+    assert settings.task.num_outputs == 16
+    assert train_step_flops(settings) == 3 * 128 * per_example
+    assert 18.2e9 < train_step_flops(settings) < 18.4e9
+
+
+def good_document():
+    step_case = {
+        "name": "paper-rope",
+        "compile_s": 5.0,
+        "step_s": 0.45,
+        "tokens_per_s": 22e3,
+        "flops_per_s": 40e9,
+        "flops_per_step": 18.3e9,
+        "xla_flops_per_step": 19.4e9,
+        "eval_s": 12.0,
+        "eval_compilations": 3,
+    }
+    whole_run = {
+        "name": "end-to-end",
+        "wall_s": 700.0,
+        "train_s": 450.0,
+        "steps_per_s": 2.2,
+        "eval_s": 250.0,
+        "eval_compilations": 3,
+    }
+    return {"matmul": {"flops_per_s": 130e9}, "cases": [step_case, whole_run]}
+
+
+def test_sanity_accepts_a_sane_document():
+    assert sanity_problems(good_document()) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "key", "value", "expected"),
+    [
+        (0, "step_s", 0.0, "paper-rope.step_s = 0.0 is not a positive finite number"),
+        (0, "tokens_per_s", float("nan"), "paper-rope.tokens_per_s = nan"),
+        (0, "xla_flops_per_step", 183e9, "10.00x the analytic"),
+        (0, "eval_compilations", 0, "paper-rope: evaluation compiled nothing"),
+        (1, "wall_s", float("inf"), "end-to-end.wall_s = inf"),
+        (1, "eval_s", None, "end-to-end.eval_s = None"),
+    ],
+)
+def test_sanity_names_each_problem(case, key, value, expected):
+    document = copy.deepcopy(good_document())
+    document["cases"][case][key] = value
+    (problem,) = sanity_problems(document)
+    assert expected in problem
+
+
+def test_quick_cases_exist():
+    assert set(QUICK_CASES) <= {case.name for case in CASES}
