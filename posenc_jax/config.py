@@ -75,11 +75,15 @@ class TrainConfig:
     # Independent replicas trained side by side under jax.vmap, seeds seed..seed+num_seeds-1
     # (`seeds.py`): one compilation for all of them.
     num_seeds: int = 1
+    # Ranges of training lengths that a step is drawn from and padded to (`length_buckets.py`);
+    # 1 pads every step to task.train_max_len.
+    length_buckets: int = 1
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "steps_per_dispatch"):
             require_positive(f"train.{key}", getattr(self, key))
         require_int("train.num_seeds", self.num_seeds, 1)
+        require_int("train.length_buckets", self.length_buckets, 1)
         if self.log_every % self.steps_per_dispatch:
             raise ConfigError(
                 f"train.log_every={self.log_every} is not a multiple of train.steps_per_dispatch="
@@ -154,6 +158,14 @@ class Settings:
                 f"eval.decoding={self.eval.decoding} applies to decoders (model.causal=true) "
                 f"only: an encoder reads all its answer slots in one pass and feeds nothing "
                 f"back. Leave eval.decoding unset (null), or train a decoder (model.causal=true)."
+            )
+        training_lengths = self.task.train_max_len - self.task.train_min_len + 1
+        if self.train.length_buckets > training_lengths:
+            raise ConfigError(
+                f"train.length_buckets={self.train.length_buckets} is more buckets than the "
+                f"{training_lengths} training length(s) (task.train_min_len="
+                f"{self.task.train_min_len} to task.train_max_len={self.task.train_max_len}); "
+                f"choose 1 to {training_lengths}."
             )
         if self.eval.attention_len is not None:
             self._validate_attention_len(self.eval.attention_len)

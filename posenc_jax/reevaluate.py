@@ -189,14 +189,15 @@ def _stored_config(run_dir: Path) -> dict[str, Any]:
 def _with_settings_added_since(stored: dict[str, Any]) -> dict[str, Any]:
     """The stored settings, with those added to the harness after the run was trained set to
     what it used then, so that a re-evaluation without overrides reproduces it and the new
-    settings can be overridden: eval.decoding (decoders were scored teacher-forced before) and
-    train.num_seeds (1)."""
+    settings can be overridden: eval.decoding (decoders were scored teacher-forced before),
+    train.num_seeds (1) and train.length_buckets (1)."""
     model, evaluation = stored.get("model"), stored.get("eval")
     if isinstance(model, dict) and isinstance(evaluation, dict):
         was_decoder = model.get("causal") is True
         evaluation.setdefault("decoding", "teacher_forced" if was_decoder else None)
     if isinstance(stored.get("train"), dict):
         stored["train"].setdefault("num_seeds", 1)  # one seed per run before train.num_seeds
+        stored["train"].setdefault("length_buckets", 1)  # every step padded to the longest
     return stored
 
 

@@ -29,6 +29,7 @@ from flax import nnx
 
 from posenc_jax import metrics, seeds
 from posenc_jax.config import OptimConfig, Settings
+from posenc_jax.length_buckets import LengthBucket, bucket_of_step, training_buckets
 from posenc_jax.model import build_model
 from posenc_jax.positions import position_scheme
 from posenc_jax.tasks.base import Batch
@@ -99,13 +100,19 @@ def abstract_init_state(
     return static["graphdef"], state, static["optimizer"]
 
 
-def training_batch(settings: Settings, data_key: jax.Array, step: jax.Array) -> Batch:
-    """The batch of training step `step`: a pure function of (data_key, step)."""
+def training_batch(
+    settings: Settings, data_key: jax.Array, step: jax.Array, bucket: LengthBucket | None = None
+) -> Batch:
+    """The batch of training step `step` on `bucket` (default: the whole training range,
+    padded to task.train_max_len): a pure function of (data_key, step, bucket)."""
     task = settings.task
+    bucket = bucket or LengthBucket(task.train_min_len, task.train_max_len)
     step_key = jax.random.fold_in(data_key, step)
     length_key, sample_key = jax.random.split(step_key)
-    lengths = task.sample_lengths(length_key, settings.train.batch_size)
-    batch = task.sample(sample_key, lengths, task.train_max_len, settings.model.causal)
+    lengths = task.sample_lengths(
+        length_key, settings.train.batch_size, bucket.min_len, bucket.max_len
+    )
+    batch = task.sample(sample_key, lengths, bucket.max_len, settings.model.causal)
     return position_scheme(settings.encoding, step_key, batch)
 
 
@@ -125,23 +132,48 @@ def make_train_chunk(
     """A jitted function that takes `num_steps` steps and returns the summed metric counts
     (per replica, [num_seeds], with several seeds)."""
 
+    task = settings.task
+    buckets = training_buckets(
+        task.train_min_len, task.train_max_len, settings.train.length_buckets
+    )
+
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
         counts = metrics.count(model(batch.inputs, batch.positions, batch.token_mask), batch)
         return counts.nll.sum() / jnp.maximum(counts.scored.sum(), 1.0), counts
 
-    def one_step(state: TrainState, _):
-        batch = training_batch(settings, state.data_key, state.step)
-        (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    def on_bucket(bucket: LengthBucket, data_key: jax.Array, step: jax.Array):
+        def gradients(params):
+            batch = training_batch(settings, data_key, step, bucket)
+            (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+            return grads, counts
+
+        return gradients
+
+    def one_step(state: TrainState, step: jax.Array):
+        branches = [on_bucket(bucket, state.data_key, step) for bucket in buckets]
+        if len(branches) == 1:
+            grads, counts = branches[0](state.params)
+        else:
+            grads, counts = jax.lax.switch(bucket_of_step(step, buckets), branches, state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = project_parameters(graphdef, optax.apply_updates(state.params, updates))
         return TrainState(params, opt_state, state.step + 1, state.data_key), metrics.total(counts)
 
-    def chunk(state: TrainState):
-        state, per_step = jax.lax.scan(one_step, state, length=num_steps)
+    def chunk(state: TrainState, first_step: jax.Array):
+        steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
+        state, per_step = jax.lax.scan(one_step, state, steps)
         return state, metrics.total(per_step)
 
-    return jax.jit(seeds.over_seeds(chunk, settings.train.num_seeds), donate_argnums=0)
+    num_seeds = settings.train.num_seeds
+    over_replicas = seeds.over_seeds(chunk, num_seeds, in_axes=(0, None))
+
+    def run_chunk(state: TrainState):
+        # The replicas are all at the same step. Passed unbatched, it keeps the bucket's
+        # lax.switch a branch under vmap, instead of a select that computes every bucket.
+        return over_replicas(state, state.step[0] if num_seeds > 1 else state.step)
+
+    return jax.jit(run_chunk, donate_argnums=0)
 
 
 class TrainOutcome(NamedTuple):

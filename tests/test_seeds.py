@@ -31,6 +31,8 @@ TIMING = {"wall_s"}
         ("task=word_order", "encoding=rope"),
         # A greedy decoder with randomized positions: decoding and the positions' draws vmapped.
         ("task=reverse", "model.causal=true", "encoding=alibi", "encoding.randomized=true"),
+        # Length buckets: the replicas share each step's bucket, their examples differ.
+        ("task=reverse", "encoding=t5", "train.length_buckets=3"),
     ],
 )
 def test_each_replica_equals_the_run_of_its_own_seed(overrides):

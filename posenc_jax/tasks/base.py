@@ -87,9 +87,18 @@ class TaskSpec(Spec, abc.ABC):
         [B, answer_len(padded_len)] in [0, num_outputs). Entries past an example's length are
         ignored."""
 
-    def sample_lengths(self, key: jax.Array, batch_size: int) -> jax.Array:
-        """Training lengths, uniform on [train_min_len, train_max_len]: [batch_size] int32."""
-        return jax.random.randint(key, (batch_size,), self.train_min_len, self.train_max_len + 1)
+    def sample_lengths(
+        self,
+        key: jax.Array,
+        batch_size: int,
+        min_len: int | None = None,
+        max_len: int | None = None,
+    ) -> jax.Array:
+        """Training lengths, uniform on [min_len, max_len] (default: [train_min_len,
+        train_max_len]; narrower for a length bucket): [batch_size] int32."""
+        low = self.train_min_len if min_len is None else min_len
+        high = self.train_max_len if max_len is None else max_len
+        return jax.random.randint(key, (batch_size,), low, high + 1)
 
     def scored(self, answers: jax.Array) -> jax.Array | None:
         """Which answer slots count in the loss and the metrics, [B, M] bool; None = all of
