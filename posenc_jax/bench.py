@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from posenc_jax.cli import compose_settings
 from posenc_jax.config import Settings
 from posenc_jax.evaluate import evaluate_seeds, length_work
+from posenc_jax.op_profile import OpTime, format_profile, profile_ops
 from posenc_jax.provenance import provenance
 from posenc_jax.run import run
 from posenc_jax.train import init_state, make_train_chunk
@@ -90,11 +91,15 @@ QUICK_CASES = ("default", "paper-rope")
 QUICK_OVERRIDES = ("train.steps_per_dispatch=2", "eval.examples_per_length=16")
 
 
+PROFILE_TOP = 20  # operations kept per profiled case
+
+
 @dataclass(frozen=True)
 class Options:
     repeats: int = 5  # timed windows per case; the median is reported
     dispatches: int = 3  # chunks per timed window
     extra: tuple[str, ...] = ()  # overrides added to every case
+    profile: bool = False  # also profile the step per XLA operation (`op_profile.py`)
 
 
 def train_step_flops(settings: Settings) -> float:
@@ -144,6 +149,7 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
         jax.block_until_ready(state)
 
     step_s = _median_time(window, options.repeats) / (options.dispatches * steps)
+    profile = profile_ops(chunk, window, options.repeats) if options.profile else []
     slots = settings.task.sequence_len(settings.task.train_max_len)
     tokens_per_step = settings.train.batch_size * slots * settings.train.num_seeds
     flops = train_step_flops(settings)
@@ -169,6 +175,7 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
         "eval_s": evaluation["wall_s"],
         "eval_compilations": evaluation["num_compilations"],
         "eval_tokens_per_s": eval_tokens / evaluation["wall_s"],
+        "profile": [op._asdict() for op in profile[:PROFILE_TOP]],
     }
 
 
@@ -312,6 +319,11 @@ def main(argv: list[str] | None = None) -> None:
         help="where to write the JSON document (default: %(default)s)",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile each step case per XLA operation and print where its time goes",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="exit 1 unless every figure is sane (never judges speed)",
@@ -325,13 +337,14 @@ def main(argv: list[str] | None = None) -> None:
         repeats=args.repeats,
         dispatches=1 if args.quick else Options.dispatches,
         extra=QUICK_OVERRIDES if args.quick else (),
+        profile=args.profile,
     )
     print(
         f"posenc-bench on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax "
         f"{jax.__version__}; medians of {options.repeats} windows"
     )
     print(TABLE_HEADER)
-    document = benchmark(cases, options, on_case=lambda figures: print(format_case(figures)))
+    document = benchmark(cases, options, on_case=print_case)
     matmul = document["matmul"]
     print(
         f"matmul yardstick: {matmul['dtype']} {matmul['size']}^3 at "
@@ -345,6 +358,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"posenc-bench --check: {problem}", file=sys.stderr)
         if problems:
             sys.exit(1)
+
+
+def print_case(figures: dict[str, Any]) -> None:
+    """A case's line of the table, and its profile when there is one."""
+    print(format_case(figures))
+    if figures.get("profile"):
+        print(format_profile([OpTime(**op) for op in figures["profile"]], top=12))
 
 
 def _median_time(work: Callable[[], object], repeats: int) -> float:
