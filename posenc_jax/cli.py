@@ -111,9 +111,9 @@ main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="tra
 EVAL_USAGE = """usage: posenc-eval run_dir=<dir> [tag=<name>] [key=value ...]
 
 Evaluate a finished posenc-train run again, without retraining. Overrides may change eval.*
-(e.g. eval.max_len=256) and, for rope and xpos, encoding.scaling / encoding.scale /
-encoding.original_max_len. Writes results_<tag>.json and TensorBoard events into the run's
-directory; the tag defaults to the overrides."""
+(e.g. eval.max_len=256), train.sharding and, for rope and xpos, encoding.scaling /
+encoding.scale / encoding.original_max_len. Writes results_<tag>.json and TensorBoard events
+into the run's directory; the tag defaults to the overrides."""
 
 
 def evaluate_main(argv: list[str] | None = None) -> None:

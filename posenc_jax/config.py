@@ -78,6 +78,9 @@ class TrainConfig:
     # Ranges of training lengths that a step is drawn from and padded to (`length_buckets.py`);
     # 1 pads every step to task.train_max_len.
     length_buckets: int = 1
+    # Several devices (`sharding.py`): split each batch ("data") or the replicas ("seeds")
+    # over them; None uses one device.
+    sharding: str | None = choice(None, ("data", "seeds"))
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "steps_per_dispatch"):

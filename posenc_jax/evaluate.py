@@ -41,6 +41,7 @@ from posenc_jax.compilation import CompilationCounter
 from posenc_jax.config import Settings
 from posenc_jax.decoding import decode
 from posenc_jax.positions import position_scheme
+from posenc_jax.sharding import device_mesh, split_examples
 from posenc_jax.tasks import Batch
 
 # One chunk's attention weights [chunk, heads, T, T] hold at most this many float32 values
@@ -103,11 +104,13 @@ def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
 
     `length` is traced, `padded_len` is static: one compiled program per bucket."""
     num_seeds = settings.train.num_seeds
+    mesh = device_mesh(settings)
 
     def length_counts(params, length: jax.Array, padded_len: int) -> metrics.Counts:
         batch = eval_batch(settings, length, padded_len)
 
         def count(chunk: Batch) -> metrics.Counts:
+            chunk = split_examples(chunk, mesh)
             logits, _ = decode(nnx.merge(graphdef, params), chunk, settings.scoring)
             return metrics.count(logits, chunk)
 

@@ -5,8 +5,9 @@ without retraining.
     posenc-eval run_dir=runs/rope_word_order encoding.scaling=yarn encoding.scale=4 tag=yarn4
 
 The run's own resolved `config.yaml` is reloaded and the overrides applied to it; only settings
-that no trained parameter depends on may change: `eval.*`, and the encoding's
-`evaluation_fields` (RoPE's scaling, scale and original_max_len). Anything else (the
+that no trained parameter depends on may change: `eval.*`, `train.sharding` (the devices
+evaluation is split over), and the encoding's `evaluation_fields` (RoPE's scaling, scale and
+original_max_len). Anything else (the
 architecture, the task and its vocabulary, the seed, training) would need retraining and is a
 `ConfigError`. The parameters come from the run's checkpoint.
 
@@ -117,7 +118,7 @@ def default_tag(overrides: Sequence[str]) -> str:
 
 def allowed_overrides(encoding_name: str) -> list[str]:
     """The keys a re-evaluation of a run trained with this encoding may change."""
-    return ["eval.*"] + [
+    return ["eval.*", "train.sharding"] + [
         f"encoding.{field}" for field in ENCODINGS[encoding_name].evaluation_fields
     ]
 
@@ -190,7 +191,7 @@ def _with_settings_added_since(stored: dict[str, Any]) -> dict[str, Any]:
     """The stored settings, with those added to the harness after the run was trained set to
     what it used then, so that a re-evaluation without overrides reproduces it and the new
     settings can be overridden: eval.decoding (decoders were scored teacher-forced before),
-    train.num_seeds (1) and train.length_buckets (1)."""
+    train.num_seeds (1), train.length_buckets (1) and train.sharding (one device)."""
     model, evaluation = stored.get("model"), stored.get("eval")
     if isinstance(model, dict) and isinstance(evaluation, dict):
         was_decoder = model.get("causal") is True
@@ -198,6 +199,7 @@ def _with_settings_added_since(stored: dict[str, Any]) -> dict[str, Any]:
     if isinstance(stored.get("train"), dict):
         stored["train"].setdefault("num_seeds", 1)  # one seed per run before train.num_seeds
         stored["train"].setdefault("length_buckets", 1)  # every step padded to the longest
+        stored["train"].setdefault("sharding", None)
     return stored
 
 

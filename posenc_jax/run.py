@@ -27,6 +27,7 @@ from posenc_jax.outputs import (
     write_results,
 )
 from posenc_jax.provenance import provenance
+from posenc_jax.sharding import device_mesh
 from posenc_jax.train import train
 
 
@@ -40,7 +41,8 @@ def run(
     `command` is recorded as the one that reproduces this run (see `provenance`).
 
     Raises ConfigError, before anything is written, if `out_dir` already holds a finished run,
-    or if the process may not open enough files for train.num_seeds replicas' logs."""
+    if the process may not open enough files for train.num_seeds replicas' logs, or if the
+    visible devices cannot split the work as train.sharding asks."""
     run_dir = Path(out_dir).absolute()
     if (run_dir / RESULTS_FILE).exists():
         raise ConfigError(
@@ -48,6 +50,7 @@ def run(
             f"overwrite it. Choose another output directory (e.g. hydra.run.dir=...)."
         )
     reserve_open_files(settings)
+    device_mesh(settings)  # the devices can split the work: checked before anything is written
     origin = provenance(command)  # the code as it starts, before a long run lets it change
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))

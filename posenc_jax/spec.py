@@ -63,7 +63,10 @@ def construct(cls: type, values: Mapping[str, Any], where: str):
     checked = {}
     for key, value in values.items():
         choices = fields[key].metadata.get("choices")
-        valid = f"; valid choices are {list(choices)}" if choices else ""
+        valid = ""
+        if choices:
+            optional = type(None) in typing.get_args(hints[key])
+            valid = f"; valid choices are {list(choices)}{', or null' if optional else ''}"
         checked[key] = _typed(where, key, value, hints[key], valid)
         if choices and checked[key] is not None and checked[key] not in choices:
             raise ConfigError(f"{key}={value!r} in {where} is unknown{valid}.")

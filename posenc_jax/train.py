@@ -32,6 +32,7 @@ from posenc_jax.config import OptimConfig, Settings
 from posenc_jax.length_buckets import LengthBucket, bucket_of_step, training_buckets
 from posenc_jax.model import build_model
 from posenc_jax.positions import position_scheme
+from posenc_jax.sharding import device_mesh, place_state, split_examples
 from posenc_jax.tasks.base import Batch
 
 
@@ -133,6 +134,7 @@ def make_train_chunk(
     (per replica, [num_seeds], with several seeds)."""
 
     task = settings.task
+    mesh = device_mesh(settings)
     buckets = training_buckets(
         task.train_min_len, task.train_max_len, settings.train.length_buckets
     )
@@ -144,7 +146,7 @@ def make_train_chunk(
 
     def on_bucket(bucket: LengthBucket, data_key: jax.Array, step: jax.Array):
         def gradients(params):
-            batch = training_batch(settings, data_key, step, bucket)
+            batch = split_examples(training_batch(settings, data_key, step, bucket), mesh)
             (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
             return grads, counts
 
@@ -196,6 +198,7 @@ def train(
     """
     cfg = settings.train
     graphdef, state, optimizer = init_state(settings)
+    state = place_state(state, device_mesh(settings))
     replicas = [
         {"seed": seed, "status": "completed", "steps": cfg.steps}
         for seed in seeds.seeds_of(settings)

@@ -73,7 +73,9 @@ CHOICE_FIELDS = [
     (["encoding=kerple"], "encoding", "variant", "encoding 'kerple'", ["log", "power"]),
     (["task=addition"], "task", "digit_order", "task 'addition'", ["msd", "lsd"]),
     (["model.causal=true"], "eval", "decoding", "section 'eval'", ["greedy", "teacher_forced"]),
+    (["train.num_seeds=2"], "train", "sharding", "section 'train'", ["data", "seeds"]),
 ]
+OPTIONAL = {"decoding", "sharding"}  # null is a valid value too
 
 
 @pytest.mark.parametrize("context, section, key, where, choices", CHOICE_FIELDS)
@@ -87,7 +89,7 @@ def test_a_field_with_choices_names_them_for_a_wrong_value_or_type(
     assert message.startswith(
         f"{key}={value if value == '1' else repr(value)} in {where} {problem}"
     )
-    assert message.endswith(f"valid choices are {choices}.")
+    assert message.endswith(f"valid choices are {choices}{', or null' * (key in OPTIONAL)}.")
     for valid in choices:  # every choice is accepted
         make_settings(*context, f"{section}.{key}={valid}", *_needed_with(key, valid))
 

@@ -147,7 +147,7 @@ def test_decoders_default_to_greedy_scoring(overrides, scoring):
         (
             ["model.causal=true", "eval.decoding=beam"],
             "decoding='beam' in section 'eval' is unknown; valid choices are "
-            "['greedy', 'teacher_forced']",
+            "['greedy', 'teacher_forced'], or null",
         ),
         (["eval.decoding=greedy"], "applies to decoders (model.causal=true) only"),
         (["eval.decoding=teacher_forced"], "Leave eval.decoding unset (null)"),

@@ -113,7 +113,7 @@ def test_changes_that_need_retraining_are_refused(trained_run, override, refused
     with pytest.raises(
         ConfigError,
         match=rf"A re-evaluation cannot change \['{refused}'\].*needs retraining.*"
-        rf"may change \['eval.\*', 'encoding.scaling', 'encoding.scale', "
+        rf"may change \['eval.\*', 'train.sharding', 'encoding.scaling', 'encoding.scale', "
         rf"'encoding.original_max_len'\]",
     ):
         reevaluate(run_dir, [override])

@@ -1,0 +1,132 @@
+"""Several devices (train.sharding): on 4 simulated CPU devices, a run split by data or by seeds
+equals the one-device run, its work is really split, and it compiles once.
+
+JAX fixes the number of CPU devices when it starts, so the checks run in a fresh interpreter
+started with XLA_FLAGS=--xla_force_host_platform_device_count=4 (this file, run as a script),
+which reports what it saw as JSON."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from posenc_jax.compilation import CompilationCounter
+from posenc_jax.errors import ConfigError
+from posenc_jax.evaluate import evaluate_seeds
+from posenc_jax.sharding import device_mesh, place_state
+from posenc_jax.train import init_state, make_train_chunk, train
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+from helpers import make_settings  # noqa: E402
+
+
+def max_difference(a, b) -> float:
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def compare(*overrides: str) -> dict:
+    """Train and evaluate with and without train.sharding; how the two differ, and how the
+    sharded run placed and compiled its work."""
+    alone = make_settings("task=reverse", *overrides)
+    split = make_settings("task=reverse", *overrides, f"train.sharding={overrides_axis(overrides)}")
+    one, many = train(alone, lambda *_: None), train(split, lambda *_: None)
+    evaluations = [
+        evaluate_seeds(settings, outcome.graphdef, outcome.params)
+        for settings, outcome in ((alone, one), (split, many))
+    ]
+    graphdef, state, optimizer = init_state(split)
+    state = place_state(state, device_mesh(split))
+    chunk = make_train_chunk(split, graphdef, optimizer, 5)
+    with CompilationCounter() as compiled:
+        for _ in range(3):
+            state, _ = chunk(state)
+    leaf = jax.tree.leaves(many.params)[0]
+    hlo = chunk.lower(state).compile().as_text()
+    return {
+        "devices": jax.device_count(),
+        "param_difference": max_difference(one.params, many.params),
+        "token_acc": [[e["token_acc"] for e in seeds] for seeds in evaluations],
+        "params_spread_over": len(leaf.sharding.device_set),
+        "params_spec": str(leaf.sharding.spec),
+        # Gradients summed across devices: an all-reduce of floats. (Reading the replicas'
+        # common step is one int32 all-reduce per chunk, which does not count.)
+        "float_all_reduce": any(
+            "f32" in line.split(" all-reduce(")[0].split("=", 1)[-1]
+            for line in hlo.splitlines()
+            if " all-reduce(" in line
+        ),
+        "compilations": compiled.count,
+    }
+
+
+def overrides_axis(overrides) -> str:
+    return "seeds" if any(o.startswith("train.num_seeds") for o in overrides) else "data"
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run(
+        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_batch_split_over_devices_equals_one_device(four_devices):
+    data = four_devices["data"]
+    assert data["devices"] == 4
+    assert data["param_difference"] < 1e-5
+    assert data["token_acc"][0] == data["token_acc"][1]
+    # Replicated parameters, and gradients summed across the devices' shares of the batch.
+    assert data["params_spread_over"] == 4 and data["params_spec"] == "P()"
+    assert data["float_all_reduce"] and data["compilations"] == 1
+
+
+def test_seeds_split_over_devices_equal_one_device(four_devices):
+    seeds = four_devices["seeds"]
+    assert seeds["param_difference"] < 1e-6
+    assert seeds["token_acc"][0] == seeds["token_acc"][1]
+    # One replica per device, and nothing to communicate between them.
+    assert seeds["params_spread_over"] == 4 and seeds["params_spec"] == "P('seeds',)"
+    assert not seeds["float_all_reduce"] and seeds["compilations"] == 1
+
+
+def test_work_that_does_not_split_evenly_is_refused(four_devices):
+    assert four_devices["uneven"] == (
+        "train.sharding=seeds splits train.num_seeds=3 over the 4 visible cpu device(s), which "
+        "does not divide evenly; choose a multiple of 4, set train.sharding=null for one "
+        "device, or make fewer devices visible (CUDA_VISIBLE_DEVICES)."
+    )
+
+
+def test_one_device_accepts_either_sharding():
+    for axis in ("data", "seeds"):
+        mesh = device_mesh(make_settings(f"train.sharding={axis}", "train.num_seeds=3"))
+        assert mesh is not None and mesh.devices.size == jax.device_count()
+
+
+def test_an_unknown_sharding_names_the_choices():
+    with pytest.raises(ConfigError, match=r"valid choices are \['data', 'seeds'\], or null"):
+        make_settings("train.sharding=model")
+
+
+if __name__ == "__main__":
+    report = {
+        "data": compare(),
+        "seeds": compare("train.num_seeds=4"),
+    }
+    try:
+        device_mesh(make_settings("train.sharding=seeds", "train.num_seeds=3"))
+    except ConfigError as error:
+        report["uneven"] = str(error)
+    print(json.dumps(report))
