@@ -81,6 +81,9 @@ class TrainConfig:
     # Several devices (`sharding.py`): split each batch ("data") or the replicas ("seeds")
     # over them; None uses one device.
     sharding: str | None = choice(None, ("data", "seeds"))
+    # The matmuls' dtype (`model.py`); parameters, optimizer state, softmax, norms and the loss
+    # stay float32 either way.
+    dtype: str = choice("float32", ("float32", "bfloat16"))
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "log_every", "steps_per_dispatch"):

@@ -10,6 +10,12 @@ attention layer, which tells the encoding its index. Nothing branches on the enc
 `causal=True` adds a lower-triangular mask (decoder); otherwise attention is bidirectional
 (encoder). Padding keys are masked out in both modes.
 
+Mixed precision (`train.dtype=bfloat16`): the linear layers compute in bf16 from float32
+parameters, so queries, keys, values and the MLP's activations are bf16, and attention's two
+matmuls take bf16 inputs. The residual stream, the layer norms, the softmax and the logits'
+log-softmax stay float32, and so do the encodings' own terms: their parameters and angles are
+float32 (RoPE rotates in float32 and rounds the result).
+
 `forward` runs every slot at once and also returns each layer's keys and values; a decoder's
 `decode_step` runs one new slot against them, a key/value cache, so that greedy decoding
 (`decoding.py`) costs one slot per answer, not one pass. Both go through the same layers and the
@@ -68,7 +74,9 @@ def attention_scores(
     a picture shows exactly what attention computes. q, k [B, T, heads, head_dim]; positions
     [B, T] int; mask [B, 1, q_len, k_len] bool -> [B, heads, q_len, k_len].
     """
+    compute_dtype = q.dtype
     q, k = encoding.rotate_qk(q, k, q_positions, k_positions)
+    q, k = q.astype(compute_dtype), k.astype(compute_dtype)
     logits = encoding.attention_logits(q, k, q_positions, k_positions, mask, layer)
     bias = encoding.logit_bias(q_positions, k_positions, layer)
     if bias is not None:
@@ -94,12 +102,16 @@ class KeyValues(NamedTuple):
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: ModelConfig, layer: int, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, layer: int, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.layer = layer
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
-        self.qkv = nnx.Linear(config.d_model, 3 * config.d_model, use_bias=False, rngs=rngs)
-        self.out = nnx.Linear(config.d_model, config.d_model, use_bias=False, rngs=rngs)
+        self.qkv = nnx.Linear(
+            config.d_model, 3 * config.d_model, use_bias=False, dtype=dtype, rngs=rngs
+        )
+        self.out = nnx.Linear(
+            config.d_model, config.d_model, use_bias=False, dtype=dtype, rngs=rngs
+        )
 
     def __call__(
         self,
@@ -131,7 +143,7 @@ class Attention(nnx.Module):
             context.mask,
             self.layer,
         )
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
         mixed = encoding.attention_output(
             weights, attended.values, context.q_positions, context.k_positions, self.layer
         )
@@ -139,22 +151,23 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         hidden = config.mlp_ratio * config.d_model
-        self.up = nnx.Linear(config.d_model, hidden, rngs=rngs)
-        self.down = nnx.Linear(hidden, config.d_model, rngs=rngs)
+        self.up = nnx.Linear(config.d_model, hidden, dtype=dtype, rngs=rngs)
+        self.down = nnx.Linear(hidden, config.d_model, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.down(jax.nn.gelu(self.up(x)))
 
 
 class Block(nnx.Module):
-    def __init__(self, config: ModelConfig, layer: int, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, layer: int, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.pre_norm = config.norm == "pre"
+        # Norms in float32 (their default), whatever the matmuls' dtype.
         self.attention_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
-        self.attention = Attention(config, layer, rngs)
+        self.attention = Attention(config, layer, dtype, rngs)
         self.mlp_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
-        self.mlp = MLP(config, rngs)
+        self.mlp = MLP(config, dtype, rngs)
 
     def __call__(
         self, x, context: Context, encoding, cache: KeyValues | None = None
@@ -180,7 +193,9 @@ class Transformer(nnx.Module):
         input_vocab_size: int,
         num_outputs: int,
         rngs: nnx.Rngs,
+        dtype: jnp.dtype = jnp.float32,
     ):
+        """`dtype`: the linear layers' compute dtype (see the module docstring)."""
         self.causal = config.causal
         # Unit-variance embeddings: the same scale as Vaswani et al.'s sqrt(d)-scaled ones, so an
         # added sinusoidal code (amplitude 1) neither drowns nor vanishes.
@@ -191,10 +206,12 @@ class Transformer(nnx.Module):
             rngs=rngs,
         )
         self.encoding = encoding.build(config, rngs)
-        self.blocks = nnx.List([Block(config, layer, rngs) for layer in range(config.num_layers)])
+        self.blocks = nnx.List(
+            [Block(config, layer, dtype, rngs) for layer in range(config.num_layers)]
+        )
         # Pre-LN needs a final norm before the head; post-LN blocks already end in one.
         self.final_norm = nnx.LayerNorm(config.d_model, rngs=rngs) if config.norm == "pre" else None
-        self.head = nnx.Linear(config.d_model, num_outputs, rngs=rngs)
+        self.head = nnx.Linear(config.d_model, num_outputs, dtype=dtype, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array) -> jax.Array:
         """tokens, positions [B, T] int; token_mask [B, T] bool -> logits [B, T, num_outputs]."""
@@ -264,4 +281,5 @@ def build_model(settings: Settings, key: jax.Array) -> Transformer:
         input_vocab_size=settings.task.input_vocab_size,
         num_outputs=settings.task.num_outputs,
         rngs=nnx.Rngs(params=key),
+        dtype=jnp.dtype(settings.train.dtype),
     )
