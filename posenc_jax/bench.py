@@ -21,7 +21,9 @@ For each step case it measures:
   dense matmul measured in the same process (`matmul_rate`: fp32 1024^3 on CPU, bf16 8192^3 on
   an accelerator);
 - eval_s and eval_compilations: the run's per-length evaluation (`evaluate_seeds`), compilation
-  included, as a run pays it; eval_tokens_per_s over the padded slots it ran.
+  included, as a run pays it; eval_tokens_per_s over the padded slots it ran;
+- eval_over_forward: seconds per token of evaluation at the longest training length over those
+  of a training batch's forward pass, at the same padded width (`per_token_costs`).
 
 No persistent compilation cache is used, so compile times are those of a first run. Nothing here
 asserts speed; `--check` only asserts that every figure is sane (`sanity_problems`).
@@ -43,14 +45,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
+from posenc_jax import metrics, seeds
 from posenc_jax.cli import compose_settings
 from posenc_jax.config import Settings
-from posenc_jax.evaluate import evaluate_seeds, length_work
+from posenc_jax.evaluate import evaluate_seeds, length_work, make_eval_fn
 from posenc_jax.op_profile import OpTime, format_profile, profile_ops
 from posenc_jax.provenance import provenance
 from posenc_jax.run import run
-from posenc_jax.train import init_state, make_train_chunk
+from posenc_jax.train import TrainState, init_state, make_train_chunk, training_batch
 
 # Ruoss et al. (2023), "Randomized Positional Encodings Boost Length Generalization of
 # Transformers": their encoder at the sizes of their experiments, on reverse_string.
@@ -154,6 +159,7 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
     tokens_per_step = settings.train.batch_size * slots * settings.train.num_seeds
     flops = train_step_flops(settings)
 
+    forward_per_token, eval_per_token = per_token_costs(settings, graphdef, state, options.repeats)
     evaluations = evaluate_seeds(settings, graphdef, state.params)
     evaluation = evaluations[0]  # wall time and compilations are those of all replicas
     eval_tokens = (
@@ -175,8 +181,44 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
         "eval_s": evaluation["wall_s"],
         "eval_compilations": evaluation["num_compilations"],
         "eval_tokens_per_s": eval_tokens / evaluation["wall_s"],
+        "forward_s_per_token": forward_per_token,
+        "eval_s_per_token": eval_per_token,
+        "eval_over_forward": eval_per_token / forward_per_token,
         "profile": [op._asdict() for op in profile[:PROFILE_TOP]],
     }
+
+
+def per_token_costs(
+    settings: Settings, graphdef: nnx.GraphDef, state: TrainState, repeats: int
+) -> tuple[float, float]:
+    """Seconds per token (every slot of every replica) of (a) the forward pass of a training
+    batch, counts included and no gradient, and (b) evaluation at the longest training length,
+    whose bucket has the same padded width: the comparison behind "evaluation as fast as
+    training". Both draw their examples inside the timed program; compilation is excluded."""
+    num_seeds = settings.train.num_seeds
+
+    def forward(params, data_key):
+        batch = training_batch(settings, data_key, jnp.int32(0))
+        logits = nnx.merge(graphdef, params)(batch.inputs, batch.positions, batch.token_mask)
+        return metrics.total(metrics.count(logits, batch))
+
+    forward = jax.jit(seeds.over_seeds(forward, num_seeds))
+    forward_s = _median_time(
+        lambda: jax.block_until_ready(forward(state.params, state.data_key)), repeats
+    )
+    length = settings.task.train_max_len
+    eval_length = make_eval_fn(settings, graphdef)
+    eval_s = _median_time(
+        lambda: jax.block_until_ready(
+            eval_length(state.params, np.int32(length), padded_len=length)
+        ),
+        repeats,
+    )
+    slots = settings.task.sequence_len(length) * num_seeds
+    return (
+        forward_s / (settings.train.batch_size * slots),
+        eval_s / (settings.eval.examples_per_length * slots),
+    )
 
 
 def measure_end_to_end(case: Case, options: Options) -> dict[str, Any]:
@@ -247,6 +289,7 @@ def sanity_problems(document: dict[str, Any]) -> list[str]:
         timed = ("wall_s", "train_s", "steps_per_s", "eval_s")
         if "step_s" in case:
             timed = ("compile_s", "step_s", "tokens_per_s", "flops_per_s", "eval_s")
+            timed += ("forward_s_per_token", "eval_s_per_token")
             ratio = case["xla_flops_per_step"] / case["flops_per_step"]
             if not 0.5 <= ratio <= 2.0:
                 problems.append(
@@ -275,13 +318,14 @@ def format_case(figures: dict[str, Any]) -> str:
         f"{figures['tokens_per_s'] / 1e3:9.1f} {figures['flops_per_step'] / 1e9:8.2f} "
         f"{figures['xla_flops_per_step'] / 1e9:8.2f} {figures['flops_per_s'] / 1e9:8.1f} "
         f"{100 * figures['matmul_fraction']:6.0f}% {figures['eval_s']:8.1f} "
-        f"{figures['eval_compilations']:5d} {figures['eval_tokens_per_s'] / 1e3:9.1f}"
+        f"{figures['eval_compilations']:5d} {figures['eval_tokens_per_s'] / 1e3:9.1f} "
+        f"{figures['eval_over_forward']:8.2f}"
     )
 
 
 TABLE_HEADER = (
     f"{'case':<18} {'compile s':>9} {'step ms':>9} {'ktok/s':>9} {'GFLOP':>8} {'XLA':>8} "
-    f"{'GFLOP/s':>8} {'matmul':>7} {'eval s':>8} {'progs':>5} {'eval ktok/s':>9}"
+    f"{'GFLOP/s':>8} {'matmul':>7} {'eval s':>8} {'progs':>5} {'eval ktok/s':>9} {'eval/fwd':>8}"
 )
 
 

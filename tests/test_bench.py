@@ -52,6 +52,8 @@ def good_document():
         "xla_flops_per_step": 19.4e9,
         "eval_s": 12.0,
         "eval_compilations": 3,
+        "forward_s_per_token": 15e-6,
+        "eval_s_per_token": 20e-6,
     }
     whole_run = {
         "name": "end-to-end",
@@ -75,6 +77,7 @@ def test_sanity_accepts_a_sane_document():
         (0, "tokens_per_s", float("nan"), "paper-rope.tokens_per_s = nan"),
         (0, "xla_flops_per_step", 183e9, "10.00x the analytic"),
         (0, "eval_compilations", 0, "paper-rope: evaluation compiled nothing"),
+        (0, "eval_s_per_token", -1.0, "paper-rope.eval_s_per_token = -1.0"),
         (1, "wall_s", float("inf"), "end-to-end.wall_s = inf"),
         (1, "eval_s", None, "end-to-end.eval_s = None"),
     ],
