@@ -375,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats={args.repeats} must be at least 1.")
+    # Checked before measuring: a long benchmark must not end unable to write its result.
+    folder = args.json.absolute().parent
+    if args.json.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        parser.error(f"--json={args.json} cannot be written: choose a file in an existing folder.")
     chosen = args.only or (QUICK_CASES if args.quick else names)
     cases = [case for case in CASES if case.name in chosen]
     options = Options(

@@ -43,10 +43,13 @@ def restore_params(run_dir: Path, settings: Settings) -> tuple[nnx.GraphDef, Any
         )
     abstract = nnx.eval_shape(lambda: build_model(settings, jax.random.key(0)))
     graphdef, target = nnx.split(abstract, nnx.Param)
-    if settings.train.num_seeds > 1:
-        target = jax.tree.map(
-            lambda a: jax.ShapeDtypeStruct((settings.train.num_seeds, *a.shape), a.dtype), target
-        )
+    seed_axis = (settings.train.num_seeds,) if settings.train.num_seeds > 1 else ()
+    # Restored onto this process's first device, whatever devices the run was split over
+    # (train.sharding): orbax would otherwise insist on the saved layout's device count.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((*seed_axis, *a.shape), a.dtype, sharding=device), target
+    )
     try:
         params = ocp.StandardCheckpointer().restore(path, target)
     except Exception as error:  # orbax raises many types for unreadable files; all mean the same

@@ -54,9 +54,13 @@ def config_dir() -> str:
     raise FileNotFoundError(f"posenc-jax configs not found beside {package}")
 
 
-def seed_label(seed: int, num_seeds: int) -> str:
-    """The seeds of a run in a sweep folder's name: seed3, or seeds3-5 for train.num_seeds=3."""
-    return f"seed{seed}" if num_seeds == 1 else f"seeds{seed}-{seed + num_seeds - 1}"
+def seed_label(seed: Any, num_seeds: Any) -> str:
+    """The seeds of a run in a sweep folder's name: seed3, or seeds3-5 for train.num_seeds=3.
+    Hydra resolves it before the settings are validated: values that are not whole numbers
+    give a plain label here, and validation then refuses them with its own message."""
+    if type(seed) is int and type(num_seeds) is int and num_seeds > 1:
+        return f"seeds{seed}-{seed + num_seeds - 1}"
+    return f"seed{seed}"
 
 
 def compose_settings(overrides: Sequence[str]) -> Settings:
@@ -160,6 +164,9 @@ def report_main(argv: list[str] | None = None) -> None:
         parser.error(f"--threshold={args.threshold} must lie in [0, 1].")
     try:
         text, written = write_report(args.folder, args.out, args.threshold)
+    except ConfigError as error:
+        print(f"posenc-report: {error}", file=sys.stderr)
+        sys.exit(2)
     except OSError as error:
         print(f"posenc-report: cannot write the report: {error}", file=sys.stderr)
         sys.exit(2)

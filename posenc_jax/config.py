@@ -227,6 +227,22 @@ class Settings:
         return out
 
 
+# Settings added after runs were first recorded, with the value every earlier run had: a stored
+# config.yaml that lacks one ran with it (posenc-eval and posenc-report read old runs this way).
+ADDED_SETTINGS = {
+    "train.num_seeds": 1,
+    "train.length_buckets": 1,
+    "train.sharding": None,
+    "train.dtype": "float32",
+}
+
+
+def with_added_settings(flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat` (a config as dotted keys) with every `ADDED_SETTINGS` key it lacks set to the
+    value runs had before that setting existed."""
+    return {**ADDED_SETTINGS, **flat}
+
+
 def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     """Build and validate `Settings` from a plain nested dict (e.g. a resolved Hydra config)."""
     raw = dict(raw)

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from posenc_jax.checkpoint import restore_params
-from posenc_jax.config import settings_from_dict
+from posenc_jax.config import ADDED_SETTINGS, Settings, settings_from_dict
 from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.errors import ConfigError
 from posenc_jax.outputs import (
@@ -45,6 +45,7 @@ from posenc_jax.outputs import (
     write_results,
 )
 from posenc_jax.provenance import provenance
+from posenc_jax.seeds import seeds_of
 
 # Safe unquoted in a shell, in a file name and in a TensorBoard tag.
 _TAG = re.compile(r"^[A-Za-z0-9._+-]+$")
@@ -80,13 +81,16 @@ def reevaluate(
 
     raw = copy.deepcopy(stored)
     for key, value in changes.items():
-        section, field = key.split(".", 1)
-        raw[section][field] = value
+        section, dot, field = key.partition(".")
+        if dot:
+            raw[section][field] = value
+        else:  # a top-level key (seed), accepted only at its stored value
+            raw[key] = value
     settings = settings_from_dict(raw)
     # This evaluation's own code and command, and those that trained the run (null before
     # results.json recorded them).
     origin = {**provenance(), "trained": original.get("provenance")}
-    seed_summaries = _seed_summaries(original, settings.train.num_seeds)
+    seed_summaries = _seed_summaries(original, settings)
     completed = [summary["status"] == "completed" for summary in seed_summaries]
     if not any(completed):
         raise ConfigError(
@@ -123,22 +127,30 @@ def allowed_overrides(encoding_name: str) -> list[str]:
     ]
 
 
-def _seed_summaries(results: dict[str, Any], num_seeds: int) -> list[dict[str, Any]]:
+def _seed_summaries(results: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     """Each replica's training summary, as `train.train` gives it, from the run's results;
-    ConfigError if they are missing, or are not one per seed of train.num_seeds."""
+    ConfigError unless there is one per seed of the run, in the order of its seeds (seed,
+    seed + 1, ...), each with a status and a whole number of steps: a re-evaluation must not
+    label one seed's numbers with another's."""
+    num_seeds = settings.train.num_seeds
     try:
         if num_seeds == 1:
-            summaries = [{"seed": results["config"]["seed"], **results["train"]}]
+            summaries = [{"seed": settings.seed, **results["train"]}]
         else:
             summaries = [
                 {"seed": s["seed"], "status": s["status"], **s["train"]} for s in results["seeds"]
             ]
-        if len(summaries) != num_seeds or any("steps" not in s for s in summaries):
-            raise ValueError(f"not one training summary for each of the {num_seeds} seed(s)")
+        listed = [summary.get("seed") for summary in summaries]
+        if listed != seeds_of(settings):
+            raise ValueError(f"seeds {listed} are not the run's seeds {seeds_of(settings)}")
+        for summary in summaries:
+            if type(summary.get("steps")) is not int or not isinstance(summary.get("status"), str):
+                raise ValueError(f"seed {summary['seed']} has no status or whole number of steps")
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError(
-            f"{RESULTS_FILE} lacks its training summary ({type(error).__name__}: {error}); "
-            f"nothing was evaluated. Train the run again with posenc-train."
+            f"{RESULTS_FILE} lacks its training summaries or they do not add up "
+            f"({type(error).__name__}: {error}); nothing was evaluated. Train the run again with "
+            f"posenc-train."
         ) from error
     return summaries
 
@@ -189,17 +201,17 @@ def _stored_config(run_dir: Path) -> dict[str, Any]:
 
 def _with_settings_added_since(stored: dict[str, Any]) -> dict[str, Any]:
     """The stored settings, with those added to the harness after the run was trained set to
-    what it used then, so that a re-evaluation without overrides reproduces it and the new
-    settings can be overridden: eval.decoding (decoders were scored teacher-forced before),
-    train.num_seeds (1), train.length_buckets (1) and train.sharding (one device)."""
+    what it used then (`config.ADDED_SETTINGS`, and eval.decoding: decoders were scored
+    teacher-forced before it existed), so that a re-evaluation without overrides reproduces it
+    and the new settings can be overridden."""
     model, evaluation = stored.get("model"), stored.get("eval")
     if isinstance(model, dict) and isinstance(evaluation, dict):
         was_decoder = model.get("causal") is True
         evaluation.setdefault("decoding", "teacher_forced" if was_decoder else None)
-    if isinstance(stored.get("train"), dict):
-        stored["train"].setdefault("num_seeds", 1)  # one seed per run before train.num_seeds
-        stored["train"].setdefault("length_buckets", 1)  # every step padded to the longest
-        stored["train"].setdefault("sharding", None)
+    for key, value in ADDED_SETTINGS.items():
+        section, field = key.split(".")
+        if isinstance(stored.get(section), dict):
+            stored[section].setdefault(field, value)
     return stored
 
 
@@ -227,7 +239,8 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 
 def _refuse_changes(changes: dict[str, Any], stored: dict[str, Any]) -> None:
-    """Unknown keys, and keys the trained parameters depend on, are ConfigErrors."""
+    """Unknown keys, and changes to keys the trained parameters depend on, are ConfigErrors
+    (restating a stored value, e.g. train.num_seeds=3 for a 3-seed run, changes nothing)."""
     encoding_name = stored["encoding"]["name"]
     allowed = allowed_overrides(encoding_name)
     unknown = [key for key in changes if not _is_setting(stored, key)]
@@ -236,13 +249,23 @@ def _refuse_changes(changes: dict[str, Any], stored: dict[str, Any]) -> None:
             f"Unknown key(s) {unknown}: the run's {CONFIG_FILE} has no such setting. A "
             f"re-evaluation of this {encoding_name!r} run may change {allowed}."
         )
-    refused = [key for key in changes if not (key.startswith("eval.") or key in allowed)]
+    refused = [
+        key
+        for key, value in changes.items()
+        if not (key.startswith("eval.") or key in allowed) and value != _stored_value(stored, key)
+    ]
     if refused:
         raise ConfigError(
             f"A re-evaluation cannot change {refused}: the trained parameters depend on it, so it "
             f"needs retraining (posenc-train with the new value). A re-evaluation of this "
             f"{encoding_name!r} run may change {allowed}."
         )
+
+
+def _stored_value(stored: dict[str, Any], key: str) -> Any:
+    """The stored value of `key` (section.field, or a top-level key), which `_is_setting`."""
+    section, dot, field = key.partition(".")
+    return stored[section][field] if dot else stored[key]
 
 
 def _is_setting(stored: dict[str, Any], key: str) -> bool:

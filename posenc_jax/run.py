@@ -47,7 +47,8 @@ def run(
     if (run_dir / RESULTS_FILE).exists():
         raise ConfigError(
             f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to "
-            f"overwrite it. Choose another output directory (e.g. hydra.run.dir=...)."
+            f"overwrite it. Choose another output directory: hydra.run.dir=... for one run, or "
+            f"hydra.sweep.dir=... for a sweep."
         )
     reserve_open_files(settings)
     device_mesh(settings)  # the devices can split the work: checked before anything is written

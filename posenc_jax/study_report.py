@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 
 from posenc_jax import metrics
+from posenc_jax.config import with_added_settings
+from posenc_jax.errors import ConfigError
 from posenc_jax.outputs import CONFIG_FILE, RESULTS_FILE, flatten
 from posenc_jax.report import plt
 from posenc_jax.seeds import mean_std
@@ -53,6 +55,17 @@ ROW_KEYS = ("task.name", "encoding.name")
 POOLED_KEYS = ("seed",)
 # Part of a row's identity but not a column: it follows from the eval settings shown instead.
 UNSHOWN_KEYS = ("eval.lengths",)
+# How a run was executed or logged, not what it computed: runs that differ only in these give
+# the same numbers (to float rounding), so they pool, and a second run of a seed is a duplicate.
+# eval.decoding is left out too: eval.scoring holds what it resolved to (null = greedy).
+EXECUTION_KEYS = (
+    "train.sharding",
+    "train.steps_per_dispatch",
+    "train.log_every",
+    "eval.attention_len",
+    "eval.save_attention",
+    "eval.decoding",
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,10 @@ def read_runs(folder: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]
         except _Malformed as error:
             skipped.append((str(run_dir), f"incomplete results.json: {error}"))
             continue
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except KeyError as error:
+            skipped.append((str(run_dir), f"incomplete results.json: no {error}"))
+            continue
+        except (OSError, ValueError, TypeError) as error:
             skipped.append((str(run_dir), f"unreadable results.json ({type(error).__name__})"))
             continue
         for which, results in replicas:
@@ -145,7 +161,9 @@ def _replicas(results: Any) -> list[tuple[str, dict[str, Any]]]:
     _Malformed unless a multi-seed run lists its seeds seed, seed+1, ... one by one (its "eval",
     their mean, is never read as a run); KeyError or TypeError if the document lacks a part."""
     config = results["config"]
-    num_seeds = (config.get("train") or {}).get("num_seeds", 1)
+    if not isinstance(config, dict) or not isinstance(config.get("train", {}), dict):
+        raise _Malformed("its config, or the config's train section, is not a mapping")
+    num_seeds = config.get("train", {}).get("num_seeds", 1)
     if num_seeds == 1 and "seeds" not in results:
         if "status" not in results:
             raise KeyError("status")  # not a run's results
@@ -191,6 +209,8 @@ def _incomplete(results: Any) -> str | None:
     ]
     if missing:
         return f"eval lacks {missing}"
+    if type(evaluation["train_max_len"]) is not int:
+        return "eval.train_max_len is not a whole number"
     lengths = evaluation["lengths"]
     per_length = [evaluation[key] for key in PER_LENGTH_KEYS]
     if not isinstance(lengths, list) or not all(
@@ -200,20 +220,23 @@ def _incomplete(results: Any) -> str | None:
     numbers = [*(v for values in per_length for v in values), *(evaluation[k] for k in SUMMARIES)]
     if not all(v is None or type(v) in (int, float) for v in numbers):  # a bool is no metric
         return "a metric that is not a number"
+    if not all(v is None or 0.0 <= v <= 1.0 for v in numbers):  # NaN fails this too
+        return "an accuracy outside [0, 1]"
     return None
 
 
 def _settings(results: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's settings as dotted keys, with its scoring: a decoder trained before
-    eval.decoding existed was scored teacher-forced, one after it greedily; results from before
-    eval.scoring existed were teacher-forced or an encoder's."""
-    settings = flatten(results["config"])
-    settings.setdefault("train.num_seeds", 1)  # one seed per run before seeds were an axis
+    """What a run computed, as dotted keys: its settings (those added since it ran at the value
+    it had, `config.ADDED_SETTINGS`; not its `EXECUTION_KEYS`), its scoring (a decoder trained
+    before eval.decoding existed was scored teacher-forced, one after it greedily; results from
+    before eval.scoring existed were teacher-forced or an encoder's) and its lengths."""
+    settings = with_added_settings(flatten(results["config"]))  # as older runs had them
     scoring = results["eval"].get("scoring")
     if scoring is None:
         scoring = "teacher_forced" if settings.get("model.causal") is True else "encoder"
+    what = {key: value for key, value in settings.items() if key not in EXECUTION_KEYS}
     # The evaluated lengths too: runs that differ in them cannot be averaged length by length.
-    return {**settings, "eval.scoring": scoring, "eval.lengths": tuple(results["eval"]["lengths"])}
+    return {**what, "eval.scoring": scoring, "eval.lengths": tuple(results["eval"]["lengths"])}
 
 
 def group_runs(runs: Sequence[Mapping[str, Any]]) -> list[Row]:
@@ -343,11 +366,17 @@ def write_report(
 ) -> tuple[str, list[Path]]:
     """Read the runs below `folder`, write report.md, report.csv (its header only if no run
     was read) and one plot per task into `out_dir` (default `folder`); returns report.md's text
-    and the files written. Raises OSError if `out_dir` cannot be written."""
+    and the files written. Raises OSError if `out_dir` cannot be written, and ConfigError,
+    before writing anything, if `folder` holds no run at all."""
     out_dir = out_dir or folder
-    out_dir.mkdir(parents=True, exist_ok=True)
     runs, skipped = read_runs(folder)
+    if not runs and not skipped:
+        raise ConfigError(
+            f"Found no run below {folder} (no {CONFIG_FILE} in it or its subfolders), so there is "
+            f"nothing to report; pass the folder of a sweep, e.g. multirun/encodings_reverse."
+        )
     rows = group_runs(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "report.md", out_dir / "report.csv"]
     write_csv(rows, threshold, written[1])
     lines = [

@@ -4,7 +4,14 @@ import copy
 
 import pytest
 
-from posenc_jax.bench import CASES, QUICK_CASES, _cost_analysis, sanity_problems, train_step_flops
+from posenc_jax.bench import (
+    CASES,
+    QUICK_CASES,
+    _cost_analysis,
+    main,
+    sanity_problems,
+    train_step_flops,
+)
 from posenc_jax.train import init_state, make_train_chunk
 
 from helpers import make_settings
@@ -91,3 +98,11 @@ def test_sanity_names_each_problem(case, key, value, expected):
 
 def test_quick_cases_exist():
     assert set(QUICK_CASES) <= {case.name for case in CASES}
+
+
+@pytest.mark.parametrize("where", ["missing/bench.json", "."])
+def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, capsys, where):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--json", str(tmp_path / where)])
+    assert exit_info.value.code == 2
+    assert "cannot be written: choose a file in an existing folder" in capsys.readouterr().err

@@ -201,8 +201,17 @@ def _copy_with_results(run_dir, tmp_path, change):
         lambda r: r["seeds"].pop(),
         lambda r: r["seeds"].__setitem__(1, None),
         lambda r: [s.update(status="diverged") for s in r["seeds"]],
+        lambda r: r["seeds"].reverse(),
+        lambda r: r["seeds"][0]["train"].update(steps=None),
     ],
-    ids=["no seeds", "a seed missing", "a seed not an object", "every seed diverged"],
+    ids=[
+        "no seeds",
+        "a seed missing",
+        "a seed not an object",
+        "every seed diverged",
+        "seeds out of order",  # one seed's numbers would be labelled as another's
+        "steps not a number",
+    ],
 )
 def test_posenc_eval_refuses_seeds_that_do_not_add_up_before_evaluating(
     multi_seed_run, tmp_path, change
@@ -214,6 +223,18 @@ def test_posenc_eval_refuses_seeds_that_do_not_add_up_before_evaluating(
     assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
 
 
+def test_posenc_eval_accepts_a_setting_restated_at_its_stored_value(multi_seed_run, tmp_path):
+    run_dir, _, results = multi_seed_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    again = reevaluate(copy, ["train.num_seeds=3", "seed=2"], show_progress=False)
+    assert again["eval"]["token_acc"] == results["eval"]["token_acc"]
+    with pytest.raises(ConfigError, match=r"cannot change \['train.num_seeds'\]"):
+        reevaluate(copy, ["train.num_seeds=2"], tag="two", show_progress=False)
+
+
 def test_a_sweep_folder_names_every_seed_of_its_run():
     assert seed_label(3, 1) == "seed3"
     assert seed_label(3, 3) == "seeds3-5"
+    # Resolved before validation, which then refuses these with its own message.
+    assert seed_label(0, "3") == seed_label(0, None) == seed_label(0, 1.5) == "seed0"

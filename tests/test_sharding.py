@@ -18,6 +18,8 @@ import pytest
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_seeds
+from posenc_jax.reevaluate import reevaluate
+from posenc_jax.run import run
 from posenc_jax.sharding import device_mesh, place_state
 from posenc_jax.train import init_state, make_train_chunk, train
 
@@ -73,13 +75,20 @@ def overrides_axis(overrides) -> str:
 
 
 @pytest.fixture(scope="module")
-def four_devices():
+def four_devices(tmp_path_factory):
+    """The report of this file run as a script on 4 devices; it also leaves a finished run,
+    its seeds split over the 4 devices, in report["run_dir"]."""
+    run_dir = tmp_path_factory.mktemp("sharded") / "run"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     done = subprocess.run(
-        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, __file__, str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "run_dir": run_dir}
 
 
 def test_batch_split_over_devices_equals_one_device(four_devices):
@@ -109,6 +118,16 @@ def test_work_that_does_not_split_evenly_is_refused(four_devices):
     )
 
 
+def test_a_run_split_over_devices_is_evaluated_again_on_one(four_devices):
+    """posenc-eval on a machine with other devices: the checkpoint is restored onto this one,
+    and with train.sharding=null the numbers are those the 4-device run recorded."""
+    recorded = json.loads((four_devices["run_dir"] / "results.json").read_text())
+    again = reevaluate(four_devices["run_dir"], ["train.sharding=null"], show_progress=False)
+    assert [s["seed"] for s in again["seeds"]] == [0, 1, 2, 3]
+    for before, after in zip(recorded["seeds"], again["seeds"], strict=True):
+        assert after["eval"]["token_acc"] == before["eval"]["token_acc"]
+
+
 def test_one_device_accepts_either_sharding():
     for axis in ("data", "seeds"):
         mesh = device_mesh(make_settings(f"train.sharding={axis}", "train.num_seeds=3"))
@@ -125,6 +144,8 @@ if __name__ == "__main__":
         "data": compare(),
         "seeds": compare("train.num_seeds=4"),
     }
+    split = make_settings("task=reverse", "train.sharding=seeds", "train.num_seeds=4")
+    run(split, sys.argv[1], show_progress=False)
     try:
         device_mesh(make_settings("train.sharding=seeds", "train.num_seeds=3"))
     except ConfigError as error:

@@ -199,7 +199,13 @@ def test_a_multi_seed_run_whose_seeds_do_not_add_up_is_skipped_with_the_reason(
         replica = {"status": "completed", "train": {}, "eval": results["eval"]}
         results["seeds"] = [{**replica, "seed": seed} for seed in seeds]
     (run_dir / "results.json").write_text(json.dumps(results))
-    assert read_runs(tmp_path) == ([], [(str(run_dir), f"incomplete results.json: {reason}")])
+    runs, skipped = read_runs(tmp_path)
+    ((where, why),) = skipped
+    assert (
+        runs == []
+        and where == str(run_dir)
+        and why.startswith(f"incomplete results.json: {reason}")
+    )
 
 
 def test_a_setting_that_differs_between_encodings_of_one_task_is_shown(tmp_path):
@@ -214,11 +220,60 @@ def test_a_setting_that_differs_between_encodings_of_one_task_is_shown(tmp_path)
     assert "table_size" not in text
 
 
-def test_no_runs_still_gives_an_honest_report_and_an_empty_table(tmp_path, capsys):
+def test_a_folder_without_any_run_is_refused_and_nothing_is_written(tmp_path, capsys):
+    status, _, err = run_in_process(report_main, [str(tmp_path)], capsys, hydra=False)
+    assert status == 2 and f"Found no run below {tmp_path} (no config.yaml" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_skipped_runs_still_give_an_honest_report(tmp_path, capsys):
+    (_fake_run(tmp_path, "unfinished") / "results.json").unlink()
     status, out, _ = run_in_process(report_main, [str(tmp_path)], capsys, hydra=False)
-    assert status == 0 and "Read 0 completed runs in 0 rows; skipped 0." in out
-    assert out.rstrip().endswith(f"wrote report.md, report.csv in {tmp_path}")
+    assert status == 0 and "Read 0 completed runs in 0 rows; skipped 1." in out
     assert (tmp_path / "report.csv").read_text().startswith("task,encoding,acc_id_mean")
+
+
+def test_runs_from_before_a_setting_existed_pool_with_runs_that_have_it(tmp_path):
+    """A run recorded before train.length_buckets, sharding and dtype existed ran with their
+    first values; it pools with a new run of another seed, and is a duplicate of one of its
+    own seed, instead of making rows of its own."""
+    _fake_run(tmp_path, "old")
+    new = {"num_seeds": 1, "length_buckets": 1, "sharding": None, "dtype": "float32"}
+    for name, seed in (("new", 1), ("again", 0)):
+        run_dir = _fake_run(tmp_path, name, seed=seed)
+        results = json.loads((run_dir / "results.json").read_text())
+        results["config"]["train"] = new
+        (run_dir / "results.json").write_text(json.dumps(results))
+    runs, skipped = read_runs(tmp_path)
+    (row,) = group_runs(runs)
+    assert len(row.runs) == 2 and row.settings == ()
+    assert skipped == [
+        (str(tmp_path / "old"), f"duplicate of {tmp_path / 'again'} (same settings and seed)")
+    ]
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ({"train": {"sharding": "seeds"}}, {"train": {"sharding": None}}),
+        ({"train": {"steps_per_dispatch": 1}}, {"train": {"steps_per_dispatch": 10}}),
+        ({"eval": {"decoding": None}}, {"eval": {"decoding": "greedy"}}),
+    ],
+)
+def test_how_a_run_was_executed_does_not_make_it_another_setting(tmp_path, first, second):
+    """Placement, chunking and an unset decoding that resolved to the same scoring change no
+    number: a second run of the same seed is a duplicate, not a row of its own."""
+    for name, change in (("a", first), ("b", second)):
+        run_dir = _fake_run(tmp_path, name)
+        results = json.loads((run_dir / "results.json").read_text())
+        for section, values in change.items():
+            results["config"].setdefault(section, {}).update(values)
+        (run_dir / "results.json").write_text(json.dumps(results))
+    runs, skipped = read_runs(tmp_path)
+    assert len(runs) == 1 and len(group_runs(runs)) == 1
+    assert skipped == [
+        (str(tmp_path / "b"), f"duplicate of {tmp_path / 'a'} (same settings and seed)")
+    ]
 
 
 def test_an_unwritable_output_and_an_odd_task_name_are_handled(tmp_path, capsys):
@@ -247,6 +302,13 @@ def test_a_study_run_without_multirun_is_refused(tmp_path, capsys):
         (lambda r: r["eval"].update(token_acc=5), "per-length values do not match eval.lengths"),
         (lambda r: r["config"]["task"].pop("name"), "no task or encoding name in config"),
         (lambda r: r["eval"].update(acc_id="0.5"), "a metric that is not a number"),
+        (lambda r: r["eval"].update(acc_id=float("nan")), "an accuracy outside [0, 1]"),
+        (lambda r: r["eval"]["token_acc"].__setitem__(1, 5.0), "an accuracy outside [0, 1]"),
+        (lambda r: r["eval"].update(acc_ood=float("inf")), "an accuracy outside [0, 1]"),
+        (lambda r: r["eval"].update(train_max_len=None), "eval.train_max_len is not a whole"),
+        (lambda r: r.update(config="x"), "its config, or the config's train section, is not a"),
+        (lambda r: r["config"].update(train=[1]), "its config, or the config's train section"),
+        (lambda r: r.pop("status"), "no 'status'"),
     ],
 )
 def test_malformed_results_are_skipped_with_the_reason(tmp_path, change, reason):
@@ -254,7 +316,13 @@ def test_malformed_results_are_skipped_with_the_reason(tmp_path, change, reason)
     results = json.loads((run_dir / "results.json").read_text())
     change(results)
     (run_dir / "results.json").write_text(json.dumps(results))
-    assert read_runs(tmp_path) == ([], [(str(run_dir), f"incomplete results.json: {reason}")])
+    runs, skipped = read_runs(tmp_path)
+    ((where, why),) = skipped
+    assert (
+        runs == []
+        and where == str(run_dir)
+        and why.startswith(f"incomplete results.json: {reason}")
+    )
 
 
 def test_seeds_evaluated_at_different_lengths_are_not_averaged_together(tmp_path):
