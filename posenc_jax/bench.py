@@ -3,6 +3,7 @@
     posenc-bench                      # the whole suite (about 25 min on 2 CPU cores)
     posenc-bench --quick              # a smoke run of two cases, under a minute
     posenc-bench --only paper-rope end-to-end --json bench.json
+    posenc-bench --only paper-rope --set train.length_buckets=4   # overrides for every case
 
 Cases (`CASES`): the default job; the "paper config" of Ruoss et al. (2023) (encoder, 5 layers,
 d_model 64, 8 heads, batch 128, reverse with lengths 1-40, i.e. 80 slots) for nope, rope, alibi,
@@ -47,10 +48,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from hydra.errors import HydraException
 
 from posenc_jax import metrics, seeds
 from posenc_jax.cli import compose_settings
 from posenc_jax.config import Settings
+from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_seeds, length_work, make_eval_fn
 from posenc_jax.op_profile import OpTime, format_profile, profile_ops
 from posenc_jax.provenance import provenance
@@ -351,6 +354,13 @@ def main(argv: list[str] | None = None) -> None:
         help=f"run these cases only; choose from {', '.join(names)}",
     )
     parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra overrides added to every case, e.g. --set train.length_buckets=4",
+    )
+    parser.add_argument(
         "--repeats",
         type=int,
         default=Options.repeats,
@@ -384,9 +394,14 @@ def main(argv: list[str] | None = None) -> None:
     options = Options(
         repeats=args.repeats,
         dispatches=1 if args.quick else Options.dispatches,
-        extra=QUICK_OVERRIDES if args.quick else (),
+        extra=(*(QUICK_OVERRIDES if args.quick else ()), *args.set),
         profile=args.profile,
     )
+    for case in cases:  # every override checked before anything is measured
+        try:
+            compose_settings([*case.overrides, *options.extra])
+        except (ConfigError, HydraException) as error:
+            parser.error(f"case {case.name}: {error}")
     print(
         f"posenc-bench on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax "
         f"{jax.__version__}; medians of {options.repeats} windows"

@@ -106,3 +106,17 @@ def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, capsys, w
         main(["--quick", "--json", str(tmp_path / where)])
     assert exit_info.value.code == 2
     assert "cannot be written: choose a file in an existing folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.length_buckets=0", "train.length_buckets=0 must be an integer >= 1"),
+        ("train.nonsense=1", "Could not override 'train.nonsense'"),
+    ],
+)
+def test_a_bad_override_is_refused_before_measuring(tmp_path, capsys, override, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--json", str(tmp_path / "b.json"), "--set", override])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "case default:" in err and message in err
