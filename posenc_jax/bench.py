@@ -15,9 +15,10 @@ For each step case it measures:
 - step_s: seconds per step at steady state, the median over `repeats` timed windows, each
   ended by `block_until_ready`, after a warm-up chunk; steps_per_s and tokens_per_s from it
   (tokens: every slot computed, padding included, of every replica);
-- flops_per_step: the model's dense matmuls, counted analytically (`train_step_flops`), and
-  XLA's own count of the compiled step (`cost_analysis`, which includes the encodings' terms,
-  the optimizer and elementwise work);
+- flops_per_step: the model's dense matmuls, counted analytically (`train_step_flops`; with
+  train.length_buckets, the expectation over buckets), and XLA's own count of the compiled
+  step (`cost_analysis`, which includes the encodings' terms, the optimizer and elementwise
+  work; none with buckets, where it would add up every bucket's branch);
 - flops_per_s and matmul_fraction: the analytic count over step_s, and that as a fraction of a
   dense matmul measured in the same process (`matmul_rate`: fp32 1024^3 on CPU, bf16 8192^3 on
   an accelerator);
@@ -55,6 +56,7 @@ from posenc_jax.cli import compose_settings
 from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_seeds, length_work, make_eval_fn
+from posenc_jax.length_buckets import training_buckets
 from posenc_jax.op_profile import OpTime, format_profile, profile_ops
 from posenc_jax.provenance import provenance
 from posenc_jax.run import run
@@ -110,20 +112,35 @@ class Options:
     profile: bool = False  # also profile the step per XLA operation (`op_profile.py`)
 
 
+def bucket_widths(settings: Settings) -> list[tuple[float, int]]:
+    """(probability, padded slots) of each training length bucket (`length_buckets.py`): one
+    bucket at task.train_max_len's width unless train.length_buckets > 1."""
+    task = settings.task
+    buckets = training_buckets(
+        task.train_min_len, task.train_max_len, settings.train.length_buckets
+    )
+    total = sum(bucket.num_lengths for bucket in buckets)
+    return [(b.num_lengths / total, task.sequence_len(b.max_len)) for b in buckets]
+
+
 def train_step_flops(settings: Settings) -> float:
     """FLOPs of one training step's dense matmuls, all replicas: 3 × the forward pass (the
-    backward pass costs twice the forward), with one multiply-add counted as 2 FLOPs.
+    backward pass costs twice the forward), with one multiply-add counted as 2 FLOPs; with
+    length buckets, the expectation over the bucket a step draws.
 
     Per example of T slots, d = d_model, r = mlp_ratio, per layer: the q, k, v and output
     projections 8·T·d², the MLP 4·r·T·d², the scores QKᵀ and the weighted values 4·T²·d; then
     the output head 2·T·d·outputs. Embedding lookups, norms, softmax and an encoding's own
     terms are not counted (XLA's count includes them)."""
     model, task = settings.model, settings.task
-    slots = task.sequence_len(task.train_max_len)
     d = model.d_model
-    per_layer = 8 * slots * d * d + 4 * model.mlp_ratio * slots * d * d + 4 * slots**2 * d
-    forward = model.num_layers * per_layer + 2 * slots * d * task.num_outputs
-    return 3.0 * forward * settings.train.batch_size * settings.train.num_seeds
+
+    def forward(slots: int) -> int:
+        per_layer = 8 * slots * d * d + 4 * model.mlp_ratio * slots * d * d + 4 * slots**2 * d
+        return model.num_layers * per_layer + 2 * slots * d * task.num_outputs
+
+    expected = sum(p * forward(slots) for p, slots in bucket_widths(settings))
+    return 3.0 * expected * settings.train.batch_size * settings.train.num_seeds
 
 
 def matmul_rate(repeats: int = 20) -> dict[str, Any]:
@@ -147,8 +164,9 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
     start = time.perf_counter()
     chunk = make_train_chunk(settings, graphdef, optimizer, steps).lower(state).compile()
     compile_s = time.perf_counter() - start
-    # XLA's cost analysis counts a loop's body once, whatever its trip count: one step.
-    xla_flops = _cost_analysis(chunk).get("flops")
+    # XLA's cost analysis counts a loop's body once, whatever its trip count: one step. With
+    # length buckets it adds up every branch of the switch, so it is no per-step count.
+    xla_flops = _cost_analysis(chunk).get("flops") if settings.train.length_buckets == 1 else None
 
     def window():
         nonlocal state
@@ -158,7 +176,7 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
 
     step_s = _median_time(window, options.repeats) / (options.dispatches * steps)
     profile = profile_ops(chunk, window, options.repeats) if options.profile else []
-    slots = settings.task.sequence_len(settings.task.train_max_len)
+    slots = sum(p * width for p, width in bucket_widths(settings))  # the expected padded width
     tokens_per_step = settings.train.batch_size * slots * settings.train.num_seeds
     flops = train_step_flops(settings)
 
@@ -279,7 +297,8 @@ def benchmark(
 def sanity_problems(document: dict[str, Any]) -> list[str]:
     """What is not sane in a benchmark document: a timing or rate that is not a positive finite
     number, or XLA's FLOP count more than 2× away from the analytic one (which would mean the
-    analytic formula, or what XLA's count covers, has changed). Empty when all is well; speed
+    analytic formula, or what XLA's count covers, has changed; a run with length buckets has
+    no XLA count to compare). Empty when all is well; speed
     itself is never judged."""
     problems = []
 
@@ -293,7 +312,7 @@ def sanity_problems(document: dict[str, Any]) -> list[str]:
         if "step_s" in case:
             timed = ("compile_s", "step_s", "tokens_per_s", "flops_per_s", "eval_s")
             timed += ("forward_s_per_token", "eval_s_per_token")
-            ratio = case["xla_flops_per_step"] / case["flops_per_step"]
+            ratio = (case["xla_flops_per_step"] or case["flops_per_step"]) / case["flops_per_step"]
             if not 0.5 <= ratio <= 2.0:
                 problems.append(
                     f"{case['name']}: XLA counts {case['xla_flops_per_step']:.3g} FLOPs per "
@@ -319,7 +338,7 @@ def format_case(figures: dict[str, Any]) -> str:
     return (
         f"{name} {figures['compile_s']:9.1f} {1e3 * figures['step_s']:9.1f} "
         f"{figures['tokens_per_s'] / 1e3:9.1f} {figures['flops_per_step'] / 1e9:8.2f} "
-        f"{figures['xla_flops_per_step'] / 1e9:8.2f} {figures['flops_per_s'] / 1e9:8.1f} "
+        f"{_giga(figures['xla_flops_per_step']):>8} {figures['flops_per_s'] / 1e9:8.1f} "
         f"{100 * figures['matmul_fraction']:6.0f}% {figures['eval_s']:8.1f} "
         f"{figures['eval_compilations']:5d} {figures['eval_tokens_per_s'] / 1e3:9.1f} "
         f"{figures['eval_over_forward']:8.2f}"
@@ -428,6 +447,10 @@ def print_case(figures: dict[str, Any]) -> None:
     print(format_case(figures))
     if figures.get("profile"):
         print(format_profile([OpTime(**op) for op in figures["profile"]], top=12))
+
+
+def _giga(value: float | None) -> str:
+    return "—" if value is None else f"{value / 1e9:.2f}"
 
 
 def _median_time(work: Callable[[], object], repeats: int) -> float:
