@@ -35,6 +35,9 @@ from posenc_jax.positions import position_scheme
 from posenc_jax.sharding import device_mesh, place_state, split_examples
 from posenc_jax.tasks.base import Batch
 
+# The key of the examples that `unbucketed_scored_per_step` counts: fixed, the same for every seed.
+_REFERENCE_KEY = 0x746F6B73
+
 
 class TrainState(NamedTuple):
     params: Any  # nnx.State of the model's parameters
@@ -117,6 +120,23 @@ def training_batch(
     return position_scheme(settings.encoding, step_key, batch)
 
 
+def unbucketed_scored_per_step(settings: Settings) -> float:
+    """The number of answer slots an unbucketed training step scores on average: train.batch_size
+    × the mean, over the training lengths (uniform, as training draws them), of the scored slots
+    of an example of that length. Counted on examples of every length drawn from a fixed key, so
+    it is the same for every seed; exact for tasks whose scored slots follow from the length."""
+    task = settings.task
+
+    def scored_at(length: jax.Array) -> jax.Array:
+        key = jax.random.fold_in(jax.random.key(_REFERENCE_KEY), length)
+        lengths = jnp.full((settings.train.batch_size,), length, jnp.int32)
+        batch = task.sample(key, lengths, task.train_max_len, settings.model.causal)
+        return batch.target_mask.sum()
+
+    lengths = jnp.arange(task.train_min_len, task.train_max_len + 1, dtype=jnp.int32)
+    return float(jax.jit(jax.vmap(scored_at))(lengths).astype(jnp.float32).mean())
+
+
 def project_parameters(graphdef: nnx.GraphDef, params: Any) -> Any:
     """The parameters after the encoding's `project_parameters` (e.g. KERPLE's clamp to > 0)."""
     model = nnx.merge(graphdef, params)
@@ -139,10 +159,17 @@ def make_train_chunk(
         task.train_min_len, task.train_max_len, settings.train.length_buckets
     )
 
+    # Unbucketed, a step's loss is the mean over its scored tokens. With buckets it is divided
+    # by the number of tokens an unbucketed step scores on average instead: a step of short
+    # examples then weighs each token as an unbucketed batch does, and the expected gradient is
+    # the unbucketed one (a per-step mean would weigh short examples' tokens more).
+    per_step = None if len(buckets) == 1 else unbucketed_scored_per_step(settings)
+
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
         counts = metrics.count(model(batch.inputs, batch.positions, batch.token_mask), batch)
-        return counts.nll.sum() / jnp.maximum(counts.scored.sum(), 1.0), counts
+        scored = jnp.maximum(counts.scored.sum(), 1.0) if per_step is None else per_step
+        return counts.nll.sum() / scored, counts
 
     def on_bucket(bucket: LengthBucket, data_key: jax.Array, step: jax.Array):
         def gradients(params):

@@ -16,7 +16,13 @@ from posenc_jax import metrics
 from posenc_jax.errors import ConfigError
 from posenc_jax.length_buckets import LengthBucket, bucket_of_step, training_buckets
 from posenc_jax.positions import position_scheme
-from posenc_jax.train import init_state, make_train_chunk, train, training_batch
+from posenc_jax.train import (
+    init_state,
+    make_train_chunk,
+    train,
+    training_batch,
+    unbucketed_scored_per_step,
+)
 
 from helpers import make_settings
 
@@ -116,6 +122,23 @@ def _padded_like(settings, short, data_key, step, bucket):
         if name in ("token_mask", "target_mask"):
             assert not cut.any(), f"{name}: real slots past the bucket's width"
     return batch
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        # reverse scores all n answers of an example of length n: 16 × mean(1..6).
+        (("task=reverse",), 16 * 3.5),
+        (("task=reverse", "task.train_min_len=3", "model.causal=true"), 16 * 4.5),
+        # A classification scores one slot per example, whatever its length.
+        (("task=word_order", "task.train_min_len=2"), 16.0),
+    ],
+)
+def test_a_bucketed_step_is_normalised_by_an_unbucketed_steps_token_count(overrides, expected):
+    """What a bucketed step's summed loss is divided by: the scored slots of an average
+    unbucketed step (batch 16, lengths up to 6), so that short and long buckets weigh each
+    token as an unbucketed batch does."""
+    assert unbucketed_scored_per_step(make_settings(*overrides)) == pytest.approx(expected)
 
 
 def test_chunking_does_not_change_a_bucketed_run():
