@@ -2,7 +2,7 @@
 
     posenc-bench                      # the whole suite (not yet timed whole on 2 CPU cores; its
                                       # end-to-end case alone was 743 s before buckets)
-    posenc-bench --quick              # a smoke run of two cases: about 45-70 s on 2 cores
+    posenc-bench --quick              # a smoke run of two cases: 45-75 s measured on 2 cores
     posenc-bench --only paper-rope end-to-end --json bench.json
     posenc-bench --only paper-rope --set train.length_buckets=4   # overrides for every case
 
