@@ -57,11 +57,17 @@ from posenc_jax.cli import compose_settings
 from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_seeds, length_work, make_eval_fn
-from posenc_jax.length_buckets import training_buckets
+from posenc_jax.length_buckets import run_buckets
 from posenc_jax.op_profile import OpTime, format_profile, profile_ops
 from posenc_jax.provenance import provenance
 from posenc_jax.run import run
-from posenc_jax.train import TrainState, init_state, make_train_chunk, training_batch
+from posenc_jax.train import (
+    TrainState,
+    batch_counts,
+    init_state,
+    make_train_chunk,
+    training_batch,
+)
 
 # Ruoss et al. (2023), "Randomized Positional Encodings Boost Length Generalization of
 # Transformers": their encoder at the sizes of their experiments, on reverse_string.
@@ -116,12 +122,9 @@ class Options:
 def bucket_widths(settings: Settings) -> list[tuple[float, int]]:
     """(probability, padded slots) of each training length bucket (`length_buckets.py`): one
     bucket at task.train_max_len's width unless train.length_buckets > 1."""
-    task = settings.task
-    buckets = training_buckets(
-        task.train_min_len, task.train_max_len, settings.train.length_buckets
-    )
+    buckets = run_buckets(settings)
     total = sum(bucket.num_lengths for bucket in buckets)
-    return [(b.num_lengths / total, task.sequence_len(b.max_len)) for b in buckets]
+    return [(b.num_lengths / total, settings.task.sequence_len(b.max_len)) for b in buckets]
 
 
 def train_step_flops(settings: Settings) -> float:
@@ -221,8 +224,7 @@ def per_token_costs(
 
     def forward(params, data_key):
         batch = training_batch(settings, data_key, jnp.int32(0))
-        logits = nnx.merge(graphdef, params)(batch.inputs, batch.positions, batch.token_mask)
-        return metrics.total(metrics.count(logits, batch))
+        return metrics.total(batch_counts(graphdef, params, batch))
 
     forward = jax.jit(seeds.over_seeds(forward, num_seeds))
     forward_s = _median_time(

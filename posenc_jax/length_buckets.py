@@ -23,10 +23,13 @@ the data are those of a run without buckets.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:
+    from posenc_jax.config import Settings
 
 # The key of the bucket schedule: fixed, so that it is the same for every seed (see above).
 _SCHEDULE_KEY = 0x62756B74
@@ -59,6 +62,13 @@ def training_buckets(min_len: int, max_len: int, count: int) -> list[LengthBucke
         buckets.append(LengthBucket(start, start + size - 1))
         start += size
     return buckets
+
+
+def run_buckets(settings: Settings) -> list[LengthBucket]:
+    """The training buckets of a run: task.train_min_len..train_max_len cut into
+    train.length_buckets (see `training_buckets`)."""
+    task = settings.task
+    return training_buckets(task.train_min_len, task.train_max_len, settings.train.length_buckets)
 
 
 def bucket_of_step(step: jax.Array, buckets: list[LengthBucket]) -> jax.Array:

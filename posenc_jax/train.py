@@ -29,7 +29,7 @@ from flax import nnx
 
 from posenc_jax import metrics, seeds
 from posenc_jax.config import OptimConfig, Settings
-from posenc_jax.length_buckets import LengthBucket, bucket_of_step, training_buckets
+from posenc_jax.length_buckets import LengthBucket, bucket_of_step, run_buckets
 from posenc_jax.model import build_model
 from posenc_jax.positions import position_scheme
 from posenc_jax.sharding import device_mesh, place_state, split_examples
@@ -137,6 +137,12 @@ def unbucketed_scored_per_step(settings: Settings) -> float:
     return float(jax.jit(jax.vmap(scored_at))(lengths).astype(jnp.float32).mean())
 
 
+def batch_counts(graphdef: nnx.GraphDef, params: Any, batch: Batch) -> metrics.Counts:
+    """The model's per-example `metrics.Counts` on a training batch (one forward pass)."""
+    logits = nnx.merge(graphdef, params)(batch.inputs, batch.positions, batch.token_mask)
+    return metrics.count(logits, batch)
+
+
 def project_parameters(graphdef: nnx.GraphDef, params: Any) -> Any:
     """The parameters after the encoding's `project_parameters` (e.g. KERPLE's clamp to > 0)."""
     model = nnx.merge(graphdef, params)
@@ -153,23 +159,21 @@ def make_train_chunk(
     """A jitted function that takes `num_steps` steps and returns the summed metric counts
     (per replica, [num_seeds], with several seeds)."""
 
-    task = settings.task
     mesh = device_mesh(settings)
-    buckets = training_buckets(
-        task.train_min_len, task.train_max_len, settings.train.length_buckets
-    )
+    buckets = run_buckets(settings)
 
     # Unbucketed, a step's loss is the mean over its scored tokens. With buckets it is divided
     # by the number of tokens an unbucketed step scores on average instead: a step of short
     # examples then weighs each token as an unbucketed batch does, and the expected gradient is
     # the unbucketed one (a per-step mean would weigh short examples' tokens more).
-    per_step = None if len(buckets) == 1 else unbucketed_scored_per_step(settings)
+    unbucketed_scored = None if len(buckets) == 1 else unbucketed_scored_per_step(settings)
 
     def loss_fn(params, batch):
-        model = nnx.merge(graphdef, params)
-        counts = metrics.count(model(batch.inputs, batch.positions, batch.token_mask), batch)
-        scored = jnp.maximum(counts.scored.sum(), 1.0) if per_step is None else per_step
-        return counts.nll.sum() / scored, counts
+        counts = batch_counts(graphdef, params, batch)
+        scored = jnp.maximum(counts.scored.sum(), 1.0)
+        return counts.nll.sum() / (
+            scored if unbucketed_scored is None else unbucketed_scored
+        ), counts
 
     def on_bucket(bucket: LengthBucket, data_key: jax.Array, step: jax.Array):
         def gradients(params):
