@@ -32,6 +32,12 @@ def device_mesh(settings: Settings) -> Mesh | None:
     axis = settings.train.sharding
     if axis is None:
         return None
+    if axis == "seeds" and settings.train.num_seeds == 1:
+        raise ConfigError(
+            "train.sharding=seeds splits the replicas of train.num_seeds over the devices, but "
+            "train.num_seeds=1 has one replica and nothing to split; set train.num_seeds to a "
+            "multiple of the device count, or train.sharding=data to split each batch instead."
+        )
     devices = jax.device_count()
     size, what = (
         (settings.train.batch_size, "train.batch_size")

@@ -164,6 +164,8 @@ def _replicas(results: Any) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(config, dict) or not isinstance(config.get("train", {}), dict):
         raise _Malformed("its config, or the config's train section, is not a mapping")
     num_seeds = config.get("train", {}).get("num_seeds", 1)
+    if type(num_seeds) is not int:  # 1.0 or true would pose as another setting
+        raise _Malformed(f"train.num_seeds={num_seeds!r} is not a whole number")
     if num_seeds == 1 and "seeds" not in results:
         if "status" not in results:
             raise KeyError("status")  # not a run's results
@@ -211,12 +213,16 @@ def _incomplete(results: Any) -> str | None:
         return f"eval lacks {missing}"
     if type(evaluation["train_max_len"]) is not int:
         return "eval.train_max_len is not a whole number"
+    if type(config.get("seed")) is not int:  # a bool or 0.0 would pose as another seed
+        return "config.seed is not a whole number"
     lengths = evaluation["lengths"]
     per_length = [evaluation[key] for key in PER_LENGTH_KEYS]
     if not isinstance(lengths, list) or not all(
         isinstance(values, list) and len(values) == len(lengths) for values in per_length
     ):
         return "per-length values do not match eval.lengths"
+    if not all(type(n) is int for n in lengths):
+        return "eval.lengths are not whole numbers"
     numbers = [*(v for values in per_length for v in values), *(evaluation[k] for k in SUMMARIES)]
     if not all(v is None or type(v) in (int, float) for v in numbers):  # a bool is no metric
         return "a metric that is not a number"

@@ -134,6 +134,11 @@ def test_one_device_accepts_either_sharding():
         assert mesh is not None and mesh.devices.size == jax.device_count()
 
 
+def test_seed_sharding_of_a_single_seed_is_refused():
+    with pytest.raises(ConfigError, match="train.num_seeds=1 has one replica and nothing to split"):
+        device_mesh(make_settings("train.sharding=seeds"))
+
+
 def test_an_unknown_sharding_names_the_choices():
     with pytest.raises(ConfigError, match=r"valid choices are \['data', 'seeds'\], or null"):
         make_settings("train.sharding=model")

@@ -309,6 +309,13 @@ CONFIG_NOT_A_MAPPING = "its config, or the config's train section, is not a mapp
         (lambda r: r.update(config="x"), CONFIG_NOT_A_MAPPING),
         (lambda r: r["config"].update(train=[1]), CONFIG_NOT_A_MAPPING),
         (lambda r: r.pop("status"), "no 'status'"),
+        (lambda r: r["config"].update(seed=0.0), "config.seed is not a whole number"),
+        (lambda r: r["config"].update(seed=[0]), "config.seed is not a whole number"),
+        (lambda r: r["eval"].update(lengths=[{}, {}, {}]), "eval.lengths are not whole numbers"),
+        (
+            lambda r: r["config"].update(train={"num_seeds": True}),
+            "train.num_seeds=True is not a whole number",
+        ),
     ],
 )
 def test_malformed_results_are_skipped_with_the_reason(tmp_path, change, reason):
