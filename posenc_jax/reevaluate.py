@@ -141,7 +141,8 @@ def _seed_summaries(results: dict[str, Any], settings: Settings) -> list[dict[st
                 {"seed": s["seed"], "status": s["status"], **s["train"]} for s in results["seeds"]
             ]
         listed = [summary.get("seed") for summary in summaries]
-        if listed != seeds_of(settings):
+        # Compared by type too: True == 1 and 1.0 == 1 in Python, but neither is seed 1.
+        if [(type(seed), seed) for seed in listed] != [(int, seed) for seed in seeds_of(settings)]:
             raise ValueError(f"seeds {listed} are not the run's seeds {seeds_of(settings)}")
         for summary in summaries:
             if type(summary.get("steps")) is not int or not isinstance(summary.get("status"), str):

@@ -203,6 +203,7 @@ def _copy_with_results(run_dir, tmp_path, change):
         lambda r: [s.update(status="diverged") for s in r["seeds"]],
         lambda r: r["seeds"].reverse(),
         lambda r: r["seeds"][0]["train"].update(steps=None),
+        lambda r: r["seeds"][1].update(seed=3.0),
     ],
     ids=[
         "no seeds",
@@ -211,6 +212,7 @@ def _copy_with_results(run_dir, tmp_path, change):
         "every seed diverged",
         "seeds out of order",  # one seed's numbers would be labelled as another's
         "steps not a number",
+        "a seed that is a float",  # 3.0 == 3 in Python: it must not pass as seed 3
     ],
 )
 def test_posenc_eval_refuses_seeds_that_do_not_add_up_before_evaluating(
