@@ -1,7 +1,6 @@
 """posenc-bench: how fast this machine trains and evaluates, as numbers to compare.
 
-    posenc-bench                      # the whole suite (not yet timed whole on 2 CPU cores; its
-                                      # end-to-end case alone was 743 s before buckets)
+    posenc-bench                      # the whole suite
     posenc-bench --quick              # a smoke run of two cases: 45-75 s measured on 2 cores
     posenc-bench --only paper-rope end-to-end --json bench.json
     posenc-bench --only paper-rope --set train.length_buckets=4   # overrides for every case
@@ -17,9 +16,9 @@ For each step case it measures:
   ended by `block_until_ready`, after a warm-up chunk; steps_per_s and tokens_per_s from it
   (tokens: every slot computed, padding included, of every replica);
 - flops_per_step: the model's dense matmuls, counted analytically (`train_step_flops`; with
-  train.length_buckets, the expectation over buckets), and XLA's own count of the compiled
-  step (`cost_analysis`, which includes the encodings' terms, the optimizer and elementwise
-  work; none with buckets, where it would add up every bucket's branch);
+  train.length_buckets, each bucket's examples at its width), and XLA's own count of the
+  compiled step (`cost_analysis`, which includes the encodings' terms, the optimizer and
+  elementwise work);
 - flops_per_s and matmul_fraction: the analytic count over step_s, and that as a fraction of a
   dense matmul measured in the same process (`matmul_rate`: fp32 1024^3 on CPU, bf16 8192^3 on
   an accelerator);
@@ -57,16 +56,16 @@ from posenc_jax.cli import compose_settings
 from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_seeds, length_work, make_eval_fn
-from posenc_jax.length_buckets import run_buckets
+from posenc_jax.length_buckets import LengthBucket, run_buckets
 from posenc_jax.op_profile import OpTime, format_profile, profile_ops
 from posenc_jax.provenance import provenance
 from posenc_jax.run import run
 from posenc_jax.train import (
     TrainState,
     batch_counts,
+    bucket_batch,
     init_state,
     make_train_chunk,
-    training_batch,
 )
 
 # Ruoss et al. (2023), "Randomized Positional Encodings Boost Length Generalization of
@@ -119,18 +118,17 @@ class Options:
     profile: bool = False  # also profile the step per XLA operation (`op_profile.py`)
 
 
-def bucket_widths(settings: Settings) -> list[tuple[float, int]]:
-    """(probability, padded slots) of each training length bucket (`length_buckets.py`): one
-    bucket at task.train_max_len's width unless train.length_buckets > 1."""
-    buckets = run_buckets(settings)
-    total = sum(bucket.num_lengths for bucket in buckets)
-    return [(b.num_lengths / total, settings.task.sequence_len(b.max_len)) for b in buckets]
+def bucket_widths(settings: Settings) -> list[tuple[int, int]]:
+    """(examples, padded slots) of each training length bucket of a step (`length_buckets.py`):
+    one bucket of train.batch_size examples at task.train_max_len's width unless
+    train.length_buckets > 1."""
+    return [(b.examples, settings.task.sequence_len(b.max_len)) for b in run_buckets(settings)]
 
 
 def train_step_flops(settings: Settings) -> float:
     """FLOPs of one training step's dense matmuls, all replicas: 3 × the forward pass (the
     backward pass costs twice the forward), with one multiply-add counted as 2 FLOPs; with
-    length buckets, the expectation over the bucket a step draws.
+    length buckets, each bucket's examples at its own width.
 
     Per example of T slots, d = d_model, r = mlp_ratio, per layer: the q, k, v and output
     projections 8·T·d², the MLP 4·r·T·d², the scores QKᵀ and the weighted values 4·T²·d; then
@@ -143,8 +141,8 @@ def train_step_flops(settings: Settings) -> float:
         per_layer = 8 * slots * d * d + 4 * model.mlp_ratio * slots * d * d + 4 * slots**2 * d
         return model.num_layers * per_layer + 2 * slots * d * task.num_outputs
 
-    expected = sum(p * forward(slots) for p, slots in bucket_widths(settings))
-    return 3.0 * expected * settings.train.batch_size * settings.train.num_seeds
+    per_replica = sum(examples * forward(slots) for examples, slots in bucket_widths(settings))
+    return 3.0 * per_replica * settings.train.num_seeds
 
 
 def matmul_rate(repeats: int = 20) -> dict[str, Any]:
@@ -168,9 +166,8 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
     start = time.perf_counter()
     chunk = make_train_chunk(settings, graphdef, optimizer, steps).lower(state).compile()
     compile_s = time.perf_counter() - start
-    # XLA's cost analysis counts a loop's body once, whatever its trip count: one step. With
-    # length buckets it adds up every branch of the switch, so it is no per-step count.
-    xla_flops = _cost_analysis(chunk).get("flops") if settings.train.length_buckets == 1 else None
+    # XLA's cost analysis counts a loop's body once, whatever its trip count: one step.
+    xla_flops = _cost_analysis(chunk).get("flops")
 
     def window():
         nonlocal state
@@ -180,8 +177,8 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
 
     step_s = _median_time(window, options.repeats) / (options.dispatches * steps)
     profile = profile_ops(chunk, window, options.repeats) if options.profile else []
-    slots = sum(p * width for p, width in bucket_widths(settings))  # the expected padded width
-    tokens_per_step = settings.train.batch_size * slots * settings.train.num_seeds
+    slots = sum(examples * width for examples, width in bucket_widths(settings))
+    tokens_per_step = slots * settings.train.num_seeds
     flops = train_step_flops(settings)
 
     forward_per_token, eval_per_token = per_token_costs(settings, graphdef, state, options.repeats)
@@ -223,7 +220,13 @@ def per_token_costs(
     num_seeds = settings.train.num_seeds
 
     def forward(params, data_key):
-        batch = training_batch(settings, data_key, jnp.int32(0))
+        # One unbucketed batch: train.batch_size examples at task.train_max_len's width.
+        task = settings.task
+        batch = bucket_batch(
+            settings,
+            data_key,
+            LengthBucket(task.train_min_len, task.train_max_len, settings.train.batch_size),
+        )
         return metrics.total(batch_counts(graphdef, params, batch))
 
     forward = jax.jit(seeds.over_seeds(forward, num_seeds))
@@ -300,8 +303,7 @@ def benchmark(
 def sanity_problems(document: dict[str, Any]) -> list[str]:
     """What is not sane in a benchmark document: a timing or rate that is not a positive finite
     number, or XLA's FLOP count more than 2× away from the analytic one (which would mean the
-    analytic formula, or what XLA's count covers, has changed; a run with length buckets has
-    no XLA count to compare). Empty when all is well; speed
+    analytic formula, or what XLA's count covers, has changed). Empty when all is well; speed
     itself is never judged."""
     problems = []
 

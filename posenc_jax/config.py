@@ -75,8 +75,8 @@ class TrainConfig:
     # Independent replicas trained side by side under jax.vmap, seeds seed..seed+num_seeds-1
     # (`seeds.py`): one compilation for all of them.
     num_seeds: int = 1
-    # Ranges of training lengths that a step is drawn from and padded to (`length_buckets.py`);
-    # 1 pads every step to task.train_max_len.
+    # Ranges of training lengths, each a group of every step's examples padded only to its
+    # longest length (`length_buckets.py`); 1 pads every step to task.train_max_len.
     length_buckets: int = 1
     # Several devices (`sharding.py`): split each batch ("data") or the replicas ("seeds")
     # over them; None uses one device.
@@ -166,12 +166,14 @@ class Settings:
                 f"back. Leave eval.decoding unset (null), or train a decoder (model.causal=true)."
             )
         training_lengths = self.task.train_max_len - self.task.train_min_len + 1
-        if self.train.length_buckets > training_lengths:
+        most = min(training_lengths, self.train.batch_size)
+        if self.train.length_buckets > most:
             raise ConfigError(
                 f"train.length_buckets={self.train.length_buckets} is more buckets than the "
                 f"{training_lengths} training length(s) (task.train_min_len="
-                f"{self.task.train_min_len} to task.train_max_len={self.task.train_max_len}); "
-                f"choose 1 to {training_lengths}."
+                f"{self.task.train_min_len} to task.train_max_len={self.task.train_max_len}) or "
+                f"the train.batch_size={self.train.batch_size} examples of a step can fill; "
+                f"choose 1 to {most}."
             )
         if self.eval.attention_len is not None:
             self._validate_attention_len(self.eval.attention_len)

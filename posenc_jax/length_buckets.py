@@ -3,78 +3,84 @@
 Training lengths are uniform on [task.train_min_len, task.train_max_len]. Padded to
 train_max_len, a step on lengths 1-40 spends about half its compute on padding. With
 `train.length_buckets=K`, the range is cut into K contiguous ranges with (nearly) equal numbers
-of lengths (`training_buckets`). Each step trains on one bucket: its lengths are uniform on the
-bucket's range, and its batch is padded only to the bucket's longest length. Bucket k is drawn
-with probability proportional to its number of lengths (`bucket_of_step`), so over the steps
-every length is exactly as likely as without buckets; what changes is the mix within one step.
+of lengths, and every step's batch into K groups, one per range (`training_buckets`): group k's
+examples have lengths uniform on range k and are padded only to its longest length. Each group
+holds a share of train.batch_size proportional to its number of lengths, so a step holds every
+length as often, in expectation, as an unbucketed step does (exactly when K divides both the
+number of lengths and the batch size; otherwise the shares are rounded, see `training_buckets`).
 
-    lengths 1..40, K = 4:  [1..10] [11..20] [21..30] [31..40], each drawn with probability 1/4;
-    a step on [11..20] is padded to 20, not 40.
+    lengths 1..40, batch 128, K = 4:  [1..10] [11..20] [21..30] [31..40], 32 examples each,
+    padded to 10, 20, 30 and 40 slots instead of 40: 62.5% of the unbucketed step's slots.
 
-Which bucket step t trains on depends on t alone (a fixed key, the same for every seed): the
-replicas of a vmapped run then all take the same branch of one `lax.switch`, which stays a
-branch instead of becoming a select that computes every shape. The examples inside a step are
-drawn from the run's own (seed, step), so a run stays a pure function of (settings, seed), and a
-chunk of steps compiles once, holding K branches (compile time grows about K-fold).
+The step's loss is the mean over all its scored tokens, as without buckets: the K groups are K
+forward passes inside one differentiated function, and the step sees the same mix of lengths
+as an unbucketed one (stratified, not a random mix), so the optimiser's dynamics stay those of
+the unbucketed run. An earlier design trained each step on one whole bucket, drawn at random;
+its steps alternated between all-short and all-long batches, and on the default RoPE `reverse`
+run it cost exact match (0.95 ± 0.07 against 1.00 unbucketed, 3 seeds).
 
-K = 1 (the default) is one bucket, the whole range: every step is padded to train_max_len, and
-the data are those of a run without buckets.
+Group k's examples are drawn from the step's key folded with k, so a run stays a pure function
+of (settings, seed). K = 1 (the default) is one group, the whole range and the whole batch:
+every step is padded to train_max_len, and the data are those of a run without buckets.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-import jax
-import jax.numpy as jnp
-
 if TYPE_CHECKING:
     from posenc_jax.config import Settings
 
-# The key of the bucket schedule: fixed, so that it is the same for every seed (see above).
-_SCHEDULE_KEY = 0x62756B74
-
 
 class LengthBucket(NamedTuple):
-    """Input lengths min_len..max_len (inclusive), drawn uniformly; padded to max_len."""
+    """`examples` of a step's examples, of lengths min_len..max_len (inclusive, drawn
+    uniformly), padded to max_len."""
 
     min_len: int
     max_len: int
+    examples: int
 
     @property
     def num_lengths(self) -> int:
         return self.max_len - self.min_len + 1
 
 
-def training_buckets(min_len: int, max_len: int, count: int) -> list[LengthBucket]:
+def training_buckets(min_len: int, max_len: int, count: int, batch_size: int) -> list[LengthBucket]:
     """[min_len, max_len] cut into `count` contiguous buckets, shortest first, whose numbers of
     lengths differ by at most one (the longer buckets get the extra lengths, which keeps the
-    short ones, where padding would cost most in proportion, narrow).
+    short ones, where padding would cost most in proportion, narrow), and `batch_size` examples
+    shared among them in proportion to their numbers of lengths.
 
-    Raises ValueError unless 1 <= count <= the number of lengths."""
+    The shares batch_size × lengths_k / total_lengths are rounded by largest remainder (ties to
+    the longer bucket), so they add up to batch_size and each is within one example of its
+    exact share: a length is then drawn with probability examples_k / (batch_size × lengths_k)
+    per example instead of exactly 1 / total_lengths.
+
+    Raises ValueError unless 1 <= count <= min(the number of lengths, batch_size)."""
     total = max_len - min_len + 1
-    if not 1 <= count <= total:
-        raise ValueError(f"cannot cut {total} lengths ({min_len}..{max_len}) into {count} buckets")
+    if not 1 <= count <= min(total, batch_size):
+        raise ValueError(
+            f"cannot cut {total} lengths ({min_len}..{max_len}) and {batch_size} examples into "
+            f"{count} buckets"
+        )
     narrow, extra = divmod(total, count)
+    sizes = [narrow + (index >= count - extra) for index in range(count)]
+    shares = [divmod(batch_size * size, total) for size in sizes]  # (whole, remainder / total)
+    examples = [whole for whole, _ in shares]
+    by_remainder = sorted(range(count), key=lambda index: (shares[index][1], index), reverse=True)
+    for index in by_remainder[: batch_size - sum(examples)]:
+        examples[index] += 1
     buckets, start = [], min_len
-    for index in range(count):
-        size = narrow + (index >= count - extra)
-        buckets.append(LengthBucket(start, start + size - 1))
+    for size, group in zip(sizes, examples, strict=True):
+        buckets.append(LengthBucket(start, start + size - 1, group))
         start += size
     return buckets
 
 
 def run_buckets(settings: Settings) -> list[LengthBucket]:
-    """The training buckets of a run: task.train_min_len..train_max_len cut into
-    train.length_buckets (see `training_buckets`)."""
-    task = settings.task
-    return training_buckets(task.train_min_len, task.train_max_len, settings.train.length_buckets)
-
-
-def bucket_of_step(step: jax.Array, buckets: list[LengthBucket]) -> jax.Array:
-    """The index of the bucket that training step `step` uses: int32 scalar in [0, len(buckets)),
-    drawn with probability proportional to each bucket's number of lengths, from a key that
-    depends on the step alone."""
-    key = jax.random.fold_in(jax.random.key(_SCHEDULE_KEY), step)
-    weights = jnp.array([bucket.num_lengths for bucket in buckets], jnp.float32)
-    return jax.random.categorical(key, jnp.log(weights)).astype(jnp.int32)
+    """The training buckets of a run: task.train_min_len..train_max_len and train.batch_size cut
+    into train.length_buckets (see `training_buckets`)."""
+    task, train = settings.task, settings.train
+    return training_buckets(
+        task.train_min_len, task.train_max_len, train.length_buckets, train.batch_size
+    )

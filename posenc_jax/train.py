@@ -29,14 +29,11 @@ from flax import nnx
 
 from posenc_jax import metrics, seeds
 from posenc_jax.config import OptimConfig, Settings
-from posenc_jax.length_buckets import LengthBucket, bucket_of_step, run_buckets
+from posenc_jax.length_buckets import LengthBucket, run_buckets
 from posenc_jax.model import build_model
 from posenc_jax.positions import position_scheme
 from posenc_jax.sharding import device_mesh, place_state, split_examples
 from posenc_jax.tasks.base import Batch
-
-# The key of the examples that `unbucketed_scored_per_step` counts: fixed, the same for every seed.
-_REFERENCE_KEY = 0x746F6B73
 
 
 class TrainState(NamedTuple):
@@ -104,37 +101,28 @@ def abstract_init_state(
     return static["graphdef"], state, static["optimizer"]
 
 
-def training_batch(
-    settings: Settings, data_key: jax.Array, step: jax.Array, bucket: LengthBucket | None = None
-) -> Batch:
-    """The batch of training step `step` on `bucket` (default: the whole training range,
-    padded to task.train_max_len): a pure function of (data_key, step, bucket)."""
-    task = settings.task
-    bucket = bucket or LengthBucket(task.train_min_len, task.train_max_len)
+def training_batches(settings: Settings, data_key: jax.Array, step: jax.Array) -> list[Batch]:
+    """The examples of training step `step`, one batch per length bucket (`length_buckets.py`),
+    each padded to its bucket's longest length: a pure function of (data_key, step). Without
+    buckets, one batch of train.batch_size examples padded to task.train_max_len."""
     step_key = jax.random.fold_in(data_key, step)
-    length_key, sample_key = jax.random.split(step_key)
-    lengths = task.sample_lengths(
-        length_key, settings.train.batch_size, bucket.min_len, bucket.max_len
-    )
-    batch = task.sample(sample_key, lengths, bucket.max_len, settings.model.causal)
-    return position_scheme(settings.encoding, step_key, batch)
+    buckets = run_buckets(settings)
+    if len(buckets) == 1:
+        return [bucket_batch(settings, step_key, buckets[0])]
+    return [
+        bucket_batch(settings, jax.random.fold_in(step_key, index), bucket)
+        for index, bucket in enumerate(buckets)
+    ]
 
 
-def unbucketed_scored_per_step(settings: Settings) -> float:
-    """The number of answer slots an unbucketed training step scores on average: train.batch_size
-    × the mean, over the training lengths (uniform, as training draws them), of the scored slots
-    of an example of that length. Counted on examples of every length drawn from a fixed key, so
-    it is the same for every seed; exact for tasks whose scored slots follow from the length."""
+def bucket_batch(settings: Settings, key: jax.Array, bucket: LengthBucket) -> Batch:
+    """bucket.examples examples drawn from `key`, with lengths uniform on the bucket's range,
+    padded to bucket.max_len."""
     task = settings.task
-
-    def scored_at(length: jax.Array) -> jax.Array:
-        key = jax.random.fold_in(jax.random.key(_REFERENCE_KEY), length)
-        lengths = jnp.full((settings.train.batch_size,), length, jnp.int32)
-        batch = task.sample(key, lengths, task.train_max_len, settings.model.causal)
-        return batch.target_mask.sum()
-
-    lengths = jnp.arange(task.train_min_len, task.train_max_len + 1, dtype=jnp.int32)
-    return float(jax.jit(jax.vmap(scored_at))(lengths).astype(jnp.float32).mean())
+    length_key, sample_key = jax.random.split(key)
+    lengths = task.sample_lengths(length_key, bucket.examples, bucket.min_len, bucket.max_len)
+    batch = task.sample(sample_key, lengths, bucket.max_len, settings.model.causal)
+    return position_scheme(settings.encoding, key, batch)
 
 
 def batch_counts(graphdef: nnx.GraphDef, params: Any, batch: Batch) -> metrics.Counts:
@@ -160,38 +148,21 @@ def make_train_chunk(
     (per replica, [num_seeds], with several seeds)."""
 
     mesh = device_mesh(settings)
-    buckets = run_buckets(settings)
 
-    # Unbucketed, a step's loss is the mean over its scored tokens. With buckets it is divided
-    # by the number of tokens an unbucketed step scores on average instead: a step of short
-    # examples then weighs each token as an unbucketed batch does, and the expected gradient is
-    # the unbucketed one (a per-step mean would weigh short examples' tokens more).
-    unbucketed_scored = None if len(buckets) == 1 else unbucketed_scored_per_step(settings)
-
-    def loss_fn(params, batch):
-        counts = batch_counts(graphdef, params, batch)
-        scored = jnp.maximum(counts.scored.sum(), 1.0)
-        return counts.nll.sum() / (
-            scored if unbucketed_scored is None else unbucketed_scored
-        ), counts
-
-    def on_bucket(bucket: LengthBucket, data_key: jax.Array, step: jax.Array):
-        def gradients(params):
-            batch = split_examples(training_batch(settings, data_key, step, bucket), mesh)
-            (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
-            return grads, counts
-
-        return gradients
+    def loss_fn(params, batches):
+        # The mean over every scored token of the step, whichever bucket's batch holds it.
+        per_example = [
+            batch_counts(graphdef, params, split_examples(batch, mesh)) for batch in batches
+        ]
+        counts = metrics.total(jax.tree.map(lambda *parts: jnp.concatenate(parts), *per_example))
+        return counts.nll / jnp.maximum(counts.scored, 1.0), counts
 
     def one_step(state: TrainState, step: jax.Array):
-        branches = [on_bucket(bucket, state.data_key, step) for bucket in buckets]
-        if len(branches) == 1:
-            grads, counts = branches[0](state.params)
-        else:
-            grads, counts = jax.lax.switch(bucket_of_step(step, buckets), branches, state.params)
+        batches = training_batches(settings, state.data_key, step)
+        (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batches)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = project_parameters(graphdef, optax.apply_updates(state.params, updates))
-        return TrainState(params, opt_state, state.step + 1, state.data_key), metrics.total(counts)
+        return TrainState(params, opt_state, state.step + 1, state.data_key), counts
 
     def chunk(state: TrainState, first_step: jax.Array):
         steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
@@ -202,8 +173,7 @@ def make_train_chunk(
     over_replicas = seeds.over_seeds(chunk, num_seeds, in_axes=(0, None))
 
     def run_chunk(state: TrainState):
-        # The replicas are all at the same step. Passed unbatched, it keeps the bucket's
-        # lax.switch a branch under vmap, instead of a select that computes every bucket.
+        # The replicas are all at the same step: one unbatched step for all of them.
         return over_replicas(state, state.step[0] if num_seeds > 1 else state.step)
 
     return jax.jit(run_chunk, donate_argnums=0)

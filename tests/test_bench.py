@@ -48,17 +48,17 @@ def test_analytic_flops_of_the_paper_config():
     assert 18.2e9 < train_step_flops(settings) < 18.4e9
 
 
-def test_analytic_flops_with_buckets_are_the_expectation_over_buckets():
-    """Four buckets of lengths 1-40, each drawn with probability 1/4, padded to 20, 40, 60 and
-    80 slots: the expected FLOPs of those four widths."""
+def test_analytic_flops_with_buckets_count_each_bucket_at_its_width():
+    """Four buckets of lengths 1-40, 32 of the 128 examples each, padded to 20, 40, 60 and 80
+    slots: 32 examples' FLOPs at each of those four widths."""
     (paper_rope,) = [case for case in CASES if case.name == "paper-rope"]
     bucketed = make_settings(*paper_rope.overrides, "train.length_buckets=4", fast=False)
 
     def flops(slots):
         d = 64
-        return 3 * 128 * (5 * (24 * slots * d * d + 4 * slots**2 * d) + 2 * slots * d * 16)
+        return 3 * 32 * (5 * (24 * slots * d * d + 4 * slots**2 * d) + 2 * slots * d * 16)
 
-    expected = sum(flops(slots) for slots in (20, 40, 60, 80)) / 4
+    expected = sum(flops(slots) for slots in (20, 40, 60, 80))
     assert train_step_flops(bucketed) == pytest.approx(expected, rel=1e-12)
 
 
@@ -89,9 +89,9 @@ def good_document():
 
 def test_sanity_accepts_a_sane_document():
     assert sanity_problems(good_document()) == []
-    bucketed = copy.deepcopy(good_document())
-    bucketed["cases"][0]["xla_flops_per_step"] = None  # no XLA count with length buckets
-    assert sanity_problems(bucketed) == []
+    uncounted = copy.deepcopy(good_document())
+    uncounted["cases"][0]["xla_flops_per_step"] = None  # a backend whose analysis has no "flops"
+    assert sanity_problems(uncounted) == []
 
 
 @pytest.mark.parametrize(

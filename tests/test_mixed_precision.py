@@ -10,7 +10,7 @@ from flax import nnx
 from posenc_jax import metrics
 from posenc_jax.encodings.rope import apply_rope
 from posenc_jax.encodings.rope_scaling import rope_frequencies
-from posenc_jax.train import init_state, make_train_chunk, training_batch
+from posenc_jax.train import init_state, make_train_chunk, training_batches
 
 from helpers import make_settings
 
@@ -18,7 +18,7 @@ from helpers import make_settings
 def loss_equations(settings):
     """Every equation of the loss's jaxpr (nested ones included) for one training batch."""
     graphdef, state, _ = init_state(settings)
-    batch = training_batch(settings, state.data_key, np.int32(0))
+    (batch,) = training_batches(settings, state.data_key, np.int32(0))
 
     def loss(params):
         model = nnx.merge(graphdef, params)

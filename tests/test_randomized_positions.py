@@ -12,7 +12,7 @@ from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import eval_batch, evaluate
 from posenc_jax.positions import sorted_subset
 from posenc_jax.run import run
-from posenc_jax.train import init_state, training_batch
+from posenc_jax.train import init_state, training_batches
 
 from helpers import make_settings
 
@@ -25,9 +25,9 @@ def _training_batch(settings, step):
     plain = dataclasses.replace(
         settings, encoding=dataclasses.replace(settings.encoding, randomized=False)
     )
-    return training_batch(plain, state.data_key, step), training_batch(
-        settings, state.data_key, step
-    )
+    (plain_batch,) = training_batches(plain, state.data_key, step)
+    (batch,) = training_batches(settings, state.data_key, step)
+    return plain_batch, batch
 
 
 @pytest.mark.parametrize("encoding", ["rope", "learned", "alibi"])

@@ -31,7 +31,7 @@ TIMING = {"wall_s"}
         ("task=word_order", "encoding=rope"),
         # A greedy decoder with randomized positions: decoding and the positions' draws vmapped.
         ("task=reverse", "model.causal=true", "encoding=alibi", "encoding.randomized=true"),
-        # Length buckets: the replicas share each step's bucket, their examples differ.
+        # Length buckets: each replica's step holds a group of examples from every bucket.
         ("task=reverse", "encoding=t5", "train.length_buckets=3"),
     ],
 )
