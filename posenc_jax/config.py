@@ -81,6 +81,9 @@ class TrainConfig:
     # Several devices (`sharding.py`): split each batch ("data") or the replicas ("seeds")
     # over them; None uses one device.
     sharding: str | None = choice(None, ("data", "seeds"))
+    # Examples per forward-and-backward pass inside a step (`train.microbatches`); None: each
+    # length bucket's examples in one pass. Changes rounding only, not the loss or the data.
+    microbatch: int | None = None
     # The matmuls' dtype (`model.py`); parameters, optimizer state, softmax, norms and the loss
     # stay float32 either way.
     dtype: str = choice("float32", ("float32", "bfloat16"))
@@ -90,6 +93,8 @@ class TrainConfig:
             require_positive(f"train.{key}", getattr(self, key))
         require_int("train.num_seeds", self.num_seeds, 1)
         require_int("train.length_buckets", self.length_buckets, 1)
+        if self.microbatch is not None:
+            require_int("train.microbatch", self.microbatch, 1)
         if self.log_every % self.steps_per_dispatch:
             raise ConfigError(
                 f"train.log_every={self.log_every} is not a multiple of train.steps_per_dispatch="
@@ -236,6 +241,7 @@ ADDED_SETTINGS = {
     "train.length_buckets": 1,
     "train.sharding": None,
     "train.dtype": "float32",
+    "train.microbatch": None,
 }
 
 

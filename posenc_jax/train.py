@@ -125,6 +125,24 @@ def bucket_batch(settings: Settings, key: jax.Array, bucket: LengthBucket) -> Ba
     return position_scheme(settings.encoding, key, batch)
 
 
+def microbatches(batch: Batch, size: int | None) -> list[Batch]:
+    """`batch` cut into consecutive slices of at most `size` examples (the whole batch if
+    `size` is None or not smaller): the passes of `train.microbatch`.
+
+    The slices are static, so XLA compiles each as a pass of its own, whose activations stay in
+    a CPU's cache: the paper-config step (128 examples of 80 slots) takes 303 ms in slices of
+    32 and 296 ms in slices of 16, against 384 ms in one pass (2-core CPU). Mapping one pass
+    over the slices with `lax.map` was slower (486 ms at 32): its backward pass stacks every
+    slice's activations."""
+    examples = batch.inputs.shape[0]
+    if size is None or size >= examples:
+        return [batch]
+    return [
+        jax.tree.map(lambda array, start=start: array[start : start + size], batch)
+        for start in range(0, examples, size)
+    ]
+
+
 def batch_counts(graphdef: nnx.GraphDef, params: Any, batch: Batch) -> metrics.Counts:
     """The model's per-example `metrics.Counts` on a training batch (one forward pass)."""
     logits = nnx.merge(graphdef, params)(batch.inputs, batch.positions, batch.token_mask)
@@ -152,7 +170,9 @@ def make_train_chunk(
     def loss_fn(params, batches):
         # The mean over every scored token of the step, whichever bucket's batch holds it.
         per_example = [
-            batch_counts(graphdef, params, split_examples(batch, mesh)) for batch in batches
+            batch_counts(graphdef, params, split_examples(part, mesh))
+            for batch in batches
+            for part in microbatches(batch, settings.train.microbatch)
         ]
         counts = metrics.total(jax.tree.map(lambda *parts: jnp.concatenate(parts), *per_example))
         return counts.nll / jnp.maximum(counts.scored, 1.0), counts

@@ -1,11 +1,15 @@
 """The training loop: deterministic, no retracing, and it actually learns order."""
 
+import re
+
 import jax
 import numpy as np
+import pytest
 
 from posenc_jax.compilation import CompilationCounter
+from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate
-from posenc_jax.train import init_state, make_train_chunk, train
+from posenc_jax.train import init_state, make_train_chunk, microbatches, train, training_batches
 
 from helpers import make_settings
 
@@ -35,6 +39,45 @@ def test_chunk_size_does_not_change_the_result():
     five = train(make_settings("train.steps_per_dispatch=5", "train.log_every=10"), lambda *_: None)
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(five.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("buckets", [1, 2])
+def test_microbatches_change_the_rounding_only(buckets):
+    """A step in passes of at most 5 examples (16 = 5 + 5 + 5 + 1 unbucketed; 8 + 8 with two
+    buckets, each as 5 + 3) trains the same model as one pass per bucket, to float rounding."""
+
+    def params_after(*overrides):
+        settings = make_settings("task=reverse", f"train.length_buckets={buckets}", *overrides)
+        return jax.tree.leaves(train(settings, lambda *_: None).params)
+
+    for a, b in zip(params_after(), params_after("train.microbatch=5"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_microbatches_cover_the_batch_in_order():
+    settings = make_settings("task=reverse")
+    _, state, _ = init_state(settings)
+    (batch,) = training_batches(settings, state.data_key, np.int32(3))
+    parts = microbatches(batch, 5)
+    assert [part.inputs.shape[0] for part in parts] == [5, 5, 5, 1]
+    for name in ("inputs", "positions", "token_mask", "targets", "target_mask"):
+        joined = np.concatenate([getattr(part, name) for part in parts])
+        np.testing.assert_array_equal(joined, getattr(batch, name))
+    assert microbatches(batch, None) == [batch] and microbatches(batch, 16) == [batch]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "train.microbatch=0 must be an integer >= 1"),
+        ("-2", "train.microbatch=-2 must be an integer >= 1"),
+        ("2.5", "microbatch=2.5 in section 'train' has the wrong type: expected int or null"),
+        ("true", "microbatch=True in section 'train' has the wrong type: expected int or null"),
+    ],
+)
+def test_a_bad_microbatch_is_refused(value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_settings(f"train.microbatch={value}")
 
 
 LEARN = [
