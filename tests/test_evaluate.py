@@ -23,11 +23,19 @@ from helpers import make_settings
     ],
 )
 def test_chunks_respect_the_memory_bound_and_waste_little(examples, heads, length, expected):
-    chunk = chunk_size(examples, heads, length)
+    chunk = chunk_size(examples, heads, length, budget=ATTENTION_ELEMENTS_PER_CHUNK)
     num_chunks = -(-examples // chunk)
     assert chunk == expected
     assert chunk * heads * length**2 <= ATTENTION_ELEMENTS_PER_CHUNK or chunk == 1
     assert num_chunks * chunk - examples < num_chunks  # padding: less than one row per chunk
+
+
+def test_a_cpu_evaluates_in_cache_sized_chunks():
+    """On a CPU the budget is 2^20 elements: the paper config's longest bucket (8 heads, 200
+    slots, 320 000 elements per example) runs 3 examples at a time, not 86."""
+    assert evaluation.attention_elements_per_chunk() == evaluation.CPU_ATTENTION_ELEMENTS_PER_CHUNK
+    assert chunk_size(256, 8, 200) == 3
+    assert chunk_size(256, 8, 200, budget=ATTENTION_ELEMENTS_PER_CHUNK) == 86
 
 
 def test_chunked_evaluation_gives_the_same_numbers(monkeypatch):
@@ -35,10 +43,10 @@ def test_chunked_evaluation_gives_the_same_numbers(monkeypatch):
     settings = make_settings("encoding=alibi", "task=reverse", "eval.examples_per_length=10")
     graphdef, state, _ = init_state(settings)
     whole = evaluate(settings, graphdef, state.params)
-    assert chunk_size(10, 4, 2 * 12) == 10  # the default budget runs these in one chunk
+    assert chunk_size(10, 4, 2 * 12) == 10  # the CPU's budget runs these in one chunk
     # 24 slots × 4 heads × 24² = 2304 elements per example: a budget of 3 examples, so 4 chunks
     # of 3.
-    monkeypatch.setattr(evaluation, "ATTENTION_ELEMENTS_PER_CHUNK", 3 * 4 * 24**2)
+    monkeypatch.setattr(evaluation, "CPU_ATTENTION_ELEMENTS_PER_CHUNK", 3 * 4 * 24**2)
     assert evaluation.chunk_size(10, 4, 24) == 3
     chunked = evaluate(settings, graphdef, state.params)
     for key in ("token_acc", "seq_acc", "acc_id", "acc_ood"):
