@@ -43,9 +43,9 @@ def test_every_model_matmul_takes_bf16_inputs(encoding):
     settings = make_settings(f"encoding={encoding}", "task=reverse", "train.dtype=bfloat16")
     dots = [e for e in loss_equations(settings) if e.primitive.name == "dot_general"]
     layers = settings.model.num_layers
-    # Per layer: q/k/v projection, scores, weighted values, output projection, MLP up and down;
-    # then the output head.
-    assert len(dots) == 6 * layers + 1
+    # Per layer: the q, k and v projections, scores, weighted values, output projection, MLP up
+    # and down; then the output head.
+    assert len(dots) == 8 * layers + 1
     for dot in dots:
         assert [v.aval.dtype for v in dot.invars] == [jnp.bfloat16] * 2, dot
 
