@@ -22,6 +22,8 @@ from helpers import make_settings
     [
         ("encoding=nope", "model.d_model=128", "task.train_max_len=24", "train.batch_size=32"),
         ("encoding=nope", "model.d_model=128", "train.num_seeds=2", "model.num_layers=3"),
+        # Length buckets: three groups at their own widths, each counted by both.
+        ("encoding=nope", "model.d_model=128", "task.train_max_len=24", "train.length_buckets=3"),
     ],
 )
 def test_analytic_flops_agree_with_xla(overrides):
