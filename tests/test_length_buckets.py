@@ -96,6 +96,38 @@ def test_every_length_is_as_likely_as_without_buckets():
     assert chi2 < 27.9  # the 0.1% critical value with 9 degrees of freedom
 
 
+@pytest.mark.parametrize(("batch_size", "count"), [(5, 5), (15, 3)])
+def test_word_order_classes_stay_balanced_at_every_length(batch_size, count):
+    """word_order alternates its labels within each generated batch. With buckets a step is
+    several batches, here of odd size (1 example each, or 5): over 400 steps each length still
+    holds as many canonical as swapped sentences (chi-squared test, 9 lengths). Before the
+    first label was drawn from the key, every group started at class 0: batch 5 in 5 buckets
+    trained on class 0 only."""
+    settings = make_settings(
+        "task=word_order",
+        "task.train_min_len=2",
+        "task.train_max_len=10",
+        f"train.batch_size={batch_size}",
+        f"train.length_buckets={count}",
+    )
+    _, state, _ = init_state(settings)
+
+    def step_labels(step):
+        batches = training_batches(settings, state.data_key, step)
+        labels = [jnp.where(b.target_mask, b.targets, 0).sum(axis=1) for b in batches]
+        return jnp.concatenate([b.lengths for b in batches]), jnp.concatenate(labels)
+
+    lengths, labels = (
+        np.asarray(a).ravel() for a in jax.jit(jax.vmap(step_labels))(np.arange(400))
+    )
+    assert set(np.unique(labels).tolist()) == {0, 1}
+    chi2 = 0.0
+    for n in range(2, 11):
+        at_n = labels[lengths == n]
+        chi2 += (at_n.sum() - at_n.size / 2) ** 2 / (at_n.size / 4)
+    assert chi2 < 27.9  # the 0.1% critical value with 9 degrees of freedom
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

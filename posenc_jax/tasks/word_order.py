@@ -9,8 +9,10 @@ Sampling, identical for both classes up to the final swap:
 2. a cut c is uniform on [1, vocab_size-1]; tokens 0..s are drawn uniformly from [0, c) and
    tokens s+1..n-1 from [c, vocab_size), then each side is sorted. This guarantees
    x_s < x_{s+1}, so the swap always changes the sentence;
-3. labels alternate within a batch (1 = canonical), so the classes are exactly balanced; a
-   label-0 example exchanges x_s and x_{s+1}.
+3. labels alternate within a batch (1 = canonical), starting from a class drawn from the key,
+   so an even batch holds exactly as many of each class and an odd one favours neither: a
+   length bucket's group of a training step, or a single example, is unbiased too. A label-0
+   example exchanges x_s and x_{s+1}.
 
 Example (vocab 10, n 5, s 1, c 4): canonical [0, 3, 5, 5, 8] -> 1;  swapped [0, 5, 3, 5, 8] -> 0.
 Classification: one answer slot, two classes.
@@ -36,7 +38,7 @@ class WordOrder(ClassificationTask):
 
     def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
-        swap_key, cut_key, token_key = jax.random.split(key, 3)
+        swap_key, cut_key, token_key, first_label_key = jax.random.split(key, 4)
         index = jnp.arange(padded_len)[None, :]
         swap_at = jax.random.randint(swap_key, (batch, 1), 0, lengths[:, None] - 1)
         cut = jax.random.randint(cut_key, (batch, 1), 1, self.vocab_size)
@@ -50,6 +52,10 @@ class WordOrder(ClassificationTask):
         canonical = jnp.sort(side_key * self.vocab_size + tokens, axis=1) % self.vocab_size
         source = index + (index == swap_at) - (index == swap_at + 1)
         swapped = jnp.take_along_axis(canonical, source, axis=1)
-        label = (jnp.arange(batch) % 2).astype(jnp.int32)
+        # Alternating labels balance a batch exactly; the random first label keeps the classes
+        # unbiased where a step's examples come in several batches (length buckets), each of
+        # which would otherwise start at the same class.
+        first_label = jax.random.randint(first_label_key, (), 0, 2)
+        label = ((jnp.arange(batch) + first_label) % 2).astype(jnp.int32)
         content = jnp.where(label[:, None] == 1, canonical, swapped)
         return content, label[:, None]
