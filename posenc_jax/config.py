@@ -15,6 +15,7 @@ from typing import Any
 from posenc_jax.decoding import DECODINGS, DEFAULT_DECODING
 from posenc_jax.encodings import EncodingSpec, make_encoding
 from posenc_jax.errors import ConfigError, require_int, require_positive, require_seed
+from posenc_jax.length_buckets import MAX_PASSES_PER_STEP, passes_per_step, run_buckets
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import choice, construct
 from posenc_jax.tasks import TaskSpec, make_task
@@ -81,8 +82,9 @@ class TrainConfig:
     # Several devices (`sharding.py`): split each batch ("data") or the replicas ("seeds")
     # over them; None uses one device.
     sharding: str | None = choice(None, ("data", "seeds"))
-    # Examples per forward-and-backward pass inside a step (`train.microbatches`); None: each
-    # length bucket's examples in one pass. Changes rounding only, not the loss or the data.
+    # Examples per forward-and-backward pass inside a step (`train.microbatches`; at most
+    # `length_buckets.MAX_PASSES_PER_STEP` passes a step); None: each length bucket's examples
+    # in one pass. Changes rounding only, not the loss or the data.
     microbatch: int | None = None
     # The matmuls' dtype (`model.py`); parameters, optimizer state, softmax, norms and the loss
     # stay float32 either way.
@@ -92,7 +94,6 @@ class TrainConfig:
         for key in ("steps", "batch_size", "log_every", "steps_per_dispatch"):
             require_positive(f"train.{key}", getattr(self, key))
         require_int("train.num_seeds", self.num_seeds, 1)
-        require_int("train.length_buckets", self.length_buckets, 1)
         if self.microbatch is not None:
             require_int("train.microbatch", self.microbatch, 1)
         if self.log_every % self.steps_per_dispatch:
@@ -172,14 +173,17 @@ class Settings:
             )
         training_lengths = self.task.train_max_len - self.task.train_min_len + 1
         most = min(training_lengths, self.train.batch_size)
-        if self.train.length_buckets > most:
+        count = self.train.length_buckets
+        if type(count) is not int or not 1 <= count <= most:
+            valid = "1 (one bucket)" if most == 1 else f"an integer from 1 to {most}"
             raise ConfigError(
-                f"train.length_buckets={self.train.length_buckets} is more buckets than the "
-                f"{training_lengths} training length(s) (task.train_min_len="
-                f"{self.task.train_min_len} to task.train_max_len={self.task.train_max_len}) or "
-                f"the train.batch_size={self.train.batch_size} examples of a step can fill; "
-                f"choose 1 to {most}."
+                f"train.length_buckets={count!r} cannot cut the {training_lengths} training "
+                f"length(s) (task.train_min_len={self.task.train_min_len} to "
+                f"task.train_max_len={self.task.train_max_len}) and the "
+                f"train.batch_size={self.train.batch_size} examples of a step into that many "
+                f"non-empty buckets; choose {valid}."
             )
+        self._validate_passes_per_step()
         if self.eval.attention_len is not None:
             self._validate_attention_len(self.eval.attention_len)
         longest = max(self.task.train_max_len, self.eval_max_len)
@@ -201,6 +205,34 @@ class Settings:
                 f"for a learned table, encoding.max_position for randomized positions) or "
                 f"shorten training."
             )
+
+    def _validate_passes_per_step(self) -> None:
+        buckets = run_buckets(self)
+        microbatch = self.train.microbatch
+        passes = passes_per_step(buckets, microbatch)
+        if passes <= MAX_PASSES_PER_STEP:
+            return
+        cost = (
+            "each is compiled on its own, so compilation grows with their number (the default "
+            "job: 2.4 s as one pass, 21.6 s as 32, 198 s as 128)"
+        )
+        if len(buckets) > MAX_PASSES_PER_STEP:
+            raise ConfigError(
+                f"train.length_buckets={len(buckets)} makes every training step "
+                f"{len(buckets)} passes, one per bucket; {cost}. Choose at most "
+                f"{MAX_PASSES_PER_STEP} buckets."
+            )
+        smallest = next(
+            size
+            for size in range(microbatch or 1, self.train.batch_size + 1)
+            if passes_per_step(buckets, size) <= MAX_PASSES_PER_STEP
+        )
+        raise ConfigError(
+            f"train.microbatch={microbatch} cuts every training step into {passes} passes "
+            f"(train.batch_size={self.train.batch_size} in {len(buckets)} length bucket(s)); "
+            f"{cost}. At most {MAX_PASSES_PER_STEP} are allowed: choose train.microbatch >= "
+            f"{smallest}, or leave it unset (null) for one pass per bucket."
+        )
 
     def _validate_attention_len(self, length: int) -> None:
         """eval.attention_len must be an evaluated length that the encoding represents."""

@@ -207,15 +207,30 @@ def test_chunking_does_not_change_a_bucketed_run():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["train.length_buckets=0"], "train.length_buckets=0 must be an integer >= 1"),
+        (
+            ["train.length_buckets=0"],
+            "train.length_buckets=0 cannot cut the 6 training length(s) (task.train_min_len=1 "
+            "to task.train_max_len=6) and the train.batch_size=16 examples of a step into that "
+            "many non-empty buckets; choose an integer from 1 to 6.",
+        ),
         (["train.length_buckets=1.5"], "length_buckets=1.5 in section 'train' has the wrong type"),
         (
             ["task.train_min_len=3", "task.train_max_len=6", "train.length_buckets=5"],
-            "train.length_buckets=5 is more buckets than the 4 training length(s)",
+            "train.length_buckets=5 cannot cut the 4 training length(s)",
         ),
         (
             ["train.batch_size=3", "train.length_buckets=4"],
-            "or the train.batch_size=3 examples of a step can fill; choose 1 to 3.",
+            "the train.batch_size=3 examples of a step into that many non-empty buckets; "
+            "choose an integer from 1 to 3.",
+        ),
+        (
+            ["task.train_min_len=6", "train.length_buckets=2"],
+            "non-empty buckets; choose 1 (one bucket).",
+        ),
+        (
+            ["task.train_max_len=40", "train.batch_size=64", "train.length_buckets=33"],
+            "train.length_buckets=33 makes every training step 33 passes, one per bucket; each is "
+            "compiled on its own",
         ),
     ],
 )

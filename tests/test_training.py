@@ -9,6 +9,7 @@ import pytest
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate
+from posenc_jax.length_buckets import passes_per_step, run_buckets
 from posenc_jax.train import init_state, make_train_chunk, microbatches, train, training_batches
 
 from helpers import make_settings
@@ -78,6 +79,36 @@ def test_microbatches_cover_the_batch_in_order():
 def test_a_bad_microbatch_is_refused(value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         make_settings(f"train.microbatch={value}")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["train.batch_size=64", "train.microbatch=1"],
+            "train.microbatch=1 cuts every training step into 64 passes (train.batch_size=64 in "
+            "1 length bucket(s)); each is compiled on its own, so compilation grows with their "
+            "number (the default job: 2.4 s as one pass, 21.6 s as 32, 198 s as 128). At most 32 "
+            "are allowed: choose train.microbatch >= 2, or leave it unset (null)",
+        ),
+        # Buckets of 11, 11, 21 and 21 examples: slices of 2 make 6 + 6 + 11 + 11 = 34 passes,
+        # slices of 3 make 22.
+        (
+            ["train.batch_size=64", "train.length_buckets=4", "train.microbatch=2"],
+            "into 34 passes (train.batch_size=64 in 4 length bucket(s)); each is compiled on its "
+            "own, so compilation grows with their number (the default job: 2.4 s as one pass, "
+            "21.6 s as 32, 198 s as 128). At most 32 are allowed: choose train.microbatch >= 3",
+        ),
+    ],
+)
+def test_more_passes_than_compile_in_reasonable_time_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_settings("task=reverse", *overrides)
+
+
+def test_thirty_two_passes_are_allowed():
+    settings = make_settings("task=reverse", "train.batch_size=64", "train.microbatch=2")
+    assert passes_per_step(run_buckets(settings), settings.train.microbatch) == 32
 
 
 LEARN = [
