@@ -42,7 +42,7 @@ from posenc_jax.compilation import CompilationCounter
 from posenc_jax.config import Settings
 from posenc_jax.decoding import decode
 from posenc_jax.positions import position_scheme
-from posenc_jax.sharding import device_mesh, split_examples
+from posenc_jax.sharding import data_devices, device_mesh, split_examples
 from posenc_jax.tasks import Batch
 
 # One chunk's attention weights [chunk, heads, T, T] hold at most this many float32 values
@@ -91,14 +91,18 @@ def chunk_size(
     sequence_len: int,
     num_seeds: int = 1,
     budget: int | None = None,
+    multiple_of: int = 1,
 ) -> int:
     """Examples per forward pass, so that the replicas' [seeds, chunk, heads, T, T] <= `budget`
     elements (default: `attention_elements_per_chunk()`), spread evenly over the fewest chunks
-    (so the padded last chunk wastes little)."""
+    (so the padded last chunk wastes little), then rounded up to a multiple of `multiple_of`
+    (the devices a `data` mesh splits every chunk over, which may overstep the budget by less
+    than one example per device)."""
     budget = attention_elements_per_chunk() if budget is None else budget
     largest = max(1, budget // (num_seeds * num_heads * sequence_len**2))
     num_chunks = -(-examples // largest)
-    return -(-examples // num_chunks)
+    even = -(-examples // num_chunks)
+    return -(-even // multiple_of) * multiple_of
 
 
 def map_in_chunks(fn, batch: Batch, chunk: int):
@@ -135,7 +139,11 @@ def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
             return metrics.count(logits, chunk)
 
         chunk = chunk_size(
-            batch.inputs.shape[0], settings.model.num_heads, batch.inputs.shape[1], num_seeds
+            batch.inputs.shape[0],
+            settings.model.num_heads,
+            batch.inputs.shape[1],
+            num_seeds,
+            multiple_of=data_devices(mesh),
         )
         return metrics.total(map_in_chunks(count, batch, chunk))
 

@@ -93,9 +93,18 @@ def run_buckets(settings: Settings) -> list[LengthBucket]:
     )
 
 
+def pass_sizes(buckets: list[LengthBucket], microbatch: int | None) -> list[int]:
+    """The examples of each forward-and-backward pass of one training step: each bucket's group
+    in slices of at most `microbatch` examples (one slice if None), as `train.microbatches` cuts
+    them."""
+    sizes = []
+    for bucket in buckets:
+        size = bucket.examples if microbatch is None else microbatch
+        whole, rest = divmod(bucket.examples, size)
+        sizes += [size] * whole + [rest] * (rest > 0)
+    return sizes
+
+
 def passes_per_step(buckets: list[LengthBucket], microbatch: int | None) -> int:
-    """The forward-and-backward passes of one training step: each bucket's group in slices of at
-    most `microbatch` examples (one slice if None), as `train.microbatches` cuts them."""
-    if microbatch is None:
-        return len(buckets)
-    return sum(-(-bucket.examples // microbatch) for bucket in buckets)
+    """The number of compiled passes of one training step (see `pass_sizes`)."""
+    return len(pass_sizes(buckets, microbatch))

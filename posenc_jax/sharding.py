@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
+from posenc_jax.length_buckets import pass_sizes, run_buckets, training_buckets
 
 
 def device_mesh(settings: Settings) -> Mesh | None:
@@ -52,8 +53,41 @@ def device_mesh(settings: Settings) -> Mesh | None:
             f"train.sharding=null for one device, or make fewer devices visible "
             f"(CUDA_VISIBLE_DEVICES)."
         )
+    if axis == "data":
+        _require_even_passes(settings, devices)
     # Auto: XLA's partitioner places what the constraints leave open (the activations).
     return jax.make_mesh((devices,), (axis,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def _require_even_passes(settings: Settings, devices: int) -> None:
+    """Every pass of a step (each length bucket's group, in train.microbatch slices) must split
+    evenly over the devices: one that does not would run whole on every device, unsplit."""
+    train, task = settings.train, settings.task
+    sizes = pass_sizes(run_buckets(settings), train.microbatch)
+    if all(size % devices == 0 for size in sizes):
+        return
+
+    def shares_split(batch_size: int) -> bool:
+        buckets = training_buckets(
+            task.train_min_len, task.train_max_len, train.length_buckets, batch_size
+        )
+        return all(bucket.examples % devices == 0 for bucket in buckets)
+
+    # Every bucket's share a multiple of `devices` (and the slices too) makes every pass one.
+    batch_sizes = range(train.batch_size, 8 * train.batch_size + 1)
+    fitting = next((size for size in batch_sizes if shares_split(size)), None)
+    choices = [f"train.batch_size={fitting}"] if fitting and fitting != train.batch_size else []
+    if train.microbatch is not None and train.microbatch % devices:
+        choices.append(f"a train.microbatch that is a multiple of {devices}")
+    choice = " and ".join(choices) or "another train.batch_size or train.length_buckets"
+    slices = f", in slices of train.microbatch={train.microbatch}" if train.microbatch else ""
+    raise ConfigError(
+        f"train.sharding=data splits every pass of a training step over the {devices} visible "
+        f"devices, but the passes hold {sizes} examples (train.batch_size={train.batch_size} "
+        f"shared by train.length_buckets={train.length_buckets} bucket(s) in proportion to "
+        f"their numbers of lengths{slices}); each must be a multiple of {devices}. Choose "
+        f"{choice}, or set train.sharding=null for one device."
+    )
 
 
 def place_state(state: Any, mesh: Mesh | None) -> Any:
@@ -71,16 +105,23 @@ def state_sharding(state: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda _: NamedSharding(mesh, spec), state)
 
 
+def data_devices(mesh: Mesh | None) -> int:
+    """The devices a `data` mesh splits every batch over; 1 for any other mesh or none."""
+    return mesh.devices.size if mesh is not None and mesh.axis_names == ("data",) else 1
+
+
 def split_examples(tree: Any, mesh: Mesh | None) -> Any:
-    """Inside jit: every array of `tree` split along its first (example) axis over a `data`
-    mesh, when that axis divides evenly (else left to XLA); unchanged for any other mesh."""
-    if mesh is None or mesh.axis_names != ("data",):
+    """Inside jit: every array of `tree` (a batch, [examples, ...]) split along its examples over
+    a `data` mesh; unchanged for any other mesh. Their number always divides evenly:
+    `device_mesh` refuses training passes that would not, and evaluation rounds its chunks."""
+    devices = data_devices(mesh)
+    if mesh is None or devices == 1:
         return tree
-    devices = mesh.devices.size
 
     def constrain(leaf: jax.Array) -> jax.Array:
-        if leaf.ndim == 0 or leaf.shape[0] % devices:
-            return leaf
+        if leaf.shape[0] % devices:
+            # An uneven batch would run whole on every device: a bug, not a user's setting.
+            raise ValueError(f"{leaf.shape[0]} examples do not split over {devices} devices")
         return jax.lax.with_sharding_constraint(leaf, NamedSharding(mesh, PartitionSpec("data")))
 
     return jax.tree.map(constrain, tree)

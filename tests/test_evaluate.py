@@ -30,6 +30,16 @@ def test_chunks_respect_the_memory_bound_and_waste_little(examples, heads, lengt
     assert num_chunks * chunk - examples < num_chunks  # padding: less than one row per chunk
 
 
+@pytest.mark.parametrize(("examples", "expected"), [(10, 12), (256, 256), (6, 8)])
+def test_chunks_split_evenly_over_a_data_mesh(examples, expected):
+    """train.sharding=data splits every chunk over the devices, so a chunk is rounded up to a
+    multiple of their number (the padding rows are cut off again): 10 examples on 4 devices run
+    as one chunk of 12, not 10 left whole on each device."""
+    assert chunk_size(examples, 4, 17, multiple_of=4) == expected
+    # 3 examples fit the budget: 4 chunks of 3 become 4 of 4 on 2 devices.
+    assert chunk_size(10, 4, 24, budget=3 * 4 * 24**2, multiple_of=2) == 4
+
+
 def test_a_cpu_evaluates_in_cache_sized_chunks():
     """On a CPU the budget is 2^20 elements: the paper config's longest bucket (8 heads, 200
     slots, 320 000 elements per example) runs 3 examples at a time, not 86."""

@@ -110,11 +110,35 @@ def test_seeds_split_over_devices_equal_one_device(four_devices):
     assert not seeds["float_all_reduce"] and seeds["compilations"] == 1
 
 
+def test_length_buckets_split_over_devices_equal_one_device(four_devices):
+    """Two buckets of 8 examples, each split 2 per device, and 10 evaluation examples per length
+    in a chunk padded to 12 (3 per device)."""
+    buckets = four_devices["data_buckets"]
+    assert buckets["param_difference"] < 1e-5
+    assert buckets["token_acc"][0] == buckets["token_acc"][1]
+    assert buckets["float_all_reduce"] and buckets["compilations"] == 1
+
+
 def test_work_that_does_not_split_evenly_is_refused(four_devices):
     assert four_devices["uneven"] == (
         "train.sharding=seeds splits train.num_seeds=3 over the 4 visible cpu device(s), which "
         "does not divide evenly; choose a multiple of 4, set train.sharding=null for one "
         "device, or make fewer devices visible (CUDA_VISIBLE_DEVICES)."
+    )
+    # Lengths 1..6 in 4 buckets of 1, 1, 2 and 2 lengths: 16 examples share as 3, 3, 5 and 5;
+    # 24 share as 4, 4, 8 and 8.
+    assert four_devices["uneven_buckets"] == (
+        "train.sharding=data splits every pass of a training step over the 4 visible devices, "
+        "but the passes hold [3, 3, 5, 5] examples (train.batch_size=16 shared by "
+        "train.length_buckets=4 bucket(s) in proportion to their numbers of lengths); each "
+        "must be a multiple of 4. Choose train.batch_size=24, or set train.sharding=null for "
+        "one device."
+    )
+    assert four_devices["uneven_slices"].endswith(
+        "[3, 3, 3, 3, 3, 1] examples (train.batch_size=16 shared by train.length_buckets=1 "
+        "bucket(s) in proportion to their numbers of lengths, in slices of train.microbatch=3); "
+        "each must be a multiple of 4. Choose a train.microbatch that is a multiple of 4, or set "
+        "train.sharding=null for one device."
     )
 
 
@@ -151,8 +175,15 @@ if __name__ == "__main__":
     }
     split = make_settings("task=reverse", "train.sharding=seeds", "train.num_seeds=4")
     run(split, sys.argv[1], show_progress=False)
-    try:
-        device_mesh(make_settings("train.sharding=seeds", "train.num_seeds=3"))
-    except ConfigError as error:
-        report["uneven"] = str(error)
+    report["data_buckets"] = compare("train.length_buckets=2", "eval.examples_per_length=10")
+    uneven = {
+        "uneven": ("train.sharding=seeds", "train.num_seeds=3"),
+        "uneven_buckets": ("task=reverse", "train.sharding=data", "train.length_buckets=4"),
+        "uneven_slices": ("task=reverse", "train.sharding=data", "train.microbatch=3"),
+    }
+    for name, overrides in uneven.items():
+        try:
+            device_mesh(make_settings(*overrides))
+        except ConfigError as error:
+            report[name] = str(error)
     print(json.dumps(report))
