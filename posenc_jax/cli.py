@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posenc_jax.compilation import enable_persistent_cache
 from posenc_jax.config import Settings, settings_from_dict
+from posenc_jax.distributed import writes_outputs
 from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import InspectOptions, inspect_encoding, pictures_for
@@ -93,7 +94,8 @@ def _train(cfg: DictConfig) -> float | None:
         sweep = ["-m"] if hydra_config.mode == RunMode.MULTIRUN else []
         command = shlex.join(["posenc-train", *sweep, *hydra_config.overrides.task])
         results = run(settings, run_dir, command=command)
-        print(f"run folder: {run_dir}")
+        if writes_outputs():
+            print(f"run folder: {run_dir}")
         return results
 
     try:

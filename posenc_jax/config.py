@@ -82,6 +82,9 @@ class TrainConfig:
     # Several devices (`sharding.py`): split each batch ("data") or the replicas ("seeds")
     # over them; None uses one device.
     sharding: str | None = choice(None, ("data", "seeds"))
+    # Several processes, one run (`distributed.py`): join the processes a cluster launcher
+    # (srun, mpirun) started, whose devices then form train.sharding's mesh together.
+    distributed: bool = False
     # Examples per forward-and-backward pass inside a step (`train.microbatches`; at most
     # `length_buckets.MAX_PASSES_PER_STEP` passes a step); None: each length bucket's examples
     # in one pass. Changes rounding only, not the loss or the data.
@@ -96,6 +99,13 @@ class TrainConfig:
         require_int("train.num_seeds", self.num_seeds, 1)
         if self.microbatch is not None:
             require_int("train.microbatch", self.microbatch, 1)
+        if self.distributed and self.sharding is None:
+            raise ConfigError(
+                "train.distributed=true spreads one run over several processes' devices, but "
+                "train.sharding=null would leave every process to train the whole run alone; "
+                "choose train.sharding=data (split each batch) or train.sharding=seeds (split "
+                "the replicas of train.num_seeds)."
+            )
         if self.log_every % self.steps_per_dispatch:
             raise ConfigError(
                 f"train.log_every={self.log_every} is not a multiple of train.steps_per_dispatch="
@@ -274,6 +284,7 @@ ADDED_SETTINGS = {
     "train.sharding": None,
     "train.dtype": "float32",
     "train.microbatch": None,
+    "train.distributed": False,
 }
 
 

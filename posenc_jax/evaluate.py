@@ -41,6 +41,7 @@ from posenc_jax import metrics, seeds
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.config import Settings
 from posenc_jax.decoding import decode
+from posenc_jax.distributed import to_host
 from posenc_jax.positions import position_scheme
 from posenc_jax.sharding import data_devices, device_mesh, split_examples
 from posenc_jax.tasks import Batch
@@ -305,7 +306,8 @@ def evaluate_with_attention(
         evaluation["attention_len"] = length
     if length is None:
         return evaluations, []
-    first = seeds.pick(params, 0, settings.train.num_seeds)
+    # On this host, whichever processes' devices hold the replica: the maps are drawn locally.
+    first = seeds.pick(to_host(params), 0, settings.train.num_seeds)
     return evaluations, attention_maps(seeds.replica(settings, 0), graphdef, first, length)
 
 

@@ -42,10 +42,11 @@ from tqdm.auto import tqdm
 
 from posenc_jax import metrics, seeds
 from posenc_jax.config import Settings
+from posenc_jax.distributed import writes_outputs
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_with_attention, length_work
 from posenc_jax.report import accuracy_figure, attention_figure, format_table
-from posenc_jax.run_log import RunLog, json_safe
+from posenc_jax.run_log import DiscardedLog, RunLog, json_safe
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
@@ -187,17 +188,22 @@ class RunLogs(NamedTuple):
 
 
 @contextlib.contextmanager
-def run_logs(run_dir: Path, settings: Settings) -> Iterator[RunLogs]:
+def run_logs(run_dir: Path, settings: Settings, write: bool = True) -> Iterator[RunLogs]:
     """The run's `RunLogs`, closed on exit: with one seed the replica's log is the folder's own;
-    with several, each replica logs to seed_<s>/."""
-    log = RunLog(run_dir)
+    with several, each replica logs to seed_<s>/. With write=False (a process that does not
+    write the run folder, see `distributed.py`), logs that write nothing."""
+
+    def open_log(folder: Path) -> RunLog:
+        if not write:
+            return DiscardedLog()
+        folder.mkdir(exist_ok=True)
+        return RunLog(folder)
+
+    log = open_log(run_dir)
     replicas = [log]
     try:
         if settings.train.num_seeds > 1:
-            replicas = []
-            for seed in seeds.seeds_of(settings):
-                (run_dir / f"seed_{seed}").mkdir(exist_ok=True)
-                replicas.append(RunLog(run_dir / f"seed_{seed}"))
+            replicas = [open_log(run_dir / f"seed_{seed}") for seed in seeds.seeds_of(settings)]
         yield RunLogs(log, replicas)
     finally:
         for each in {id(each): each for each in (log, *replicas)}.values():
@@ -266,7 +272,8 @@ def record_evaluation(
     tag: str = "",
     show_progress: bool = True,
 ) -> list[dict[str, Any] | None]:
-    """Evaluate with a progress bar (lengths done, time left), then `write_evaluation`; returns
+    """Evaluate with a progress bar (lengths done, time left), then `write_evaluation` (in the
+    process that writes the run folder: every process of a distributed run evaluates); returns
     each replica's `eval` section of the results (None for one that did not complete training,
     per `completed`). Shared by a run and its re-evaluations.
 
@@ -279,7 +286,7 @@ def record_evaluation(
         total=sum(work.values()),
         desc=f"{description}: 0/{len(work)} lengths",
         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
-        disable=not show_progress,
+        disable=not (show_progress and writes_outputs()),
         dynamic_ncols=True,
     ) as bar:
 
@@ -292,5 +299,8 @@ def record_evaluation(
         evaluations, attention = evaluate_with_attention(settings, graphdef, params, on_progress)
     # A diverged replica's parameters are not finite: its numbers would mean nothing.
     kept = [e if ok else None for e, ok in zip(evaluations, completed, strict=True)]
-    write_evaluation(settings, kept, attention if completed[0] else [], run_dir, logs, step, tag)
+    if writes_outputs():
+        write_evaluation(
+            settings, kept, attention if completed[0] else [], run_dir, logs, step, tag
+        )
     return kept

@@ -3,7 +3,7 @@ the working tree had uncommitted changes), the library versions, the device and 
 
     {"commit": "c8e67a1…", "dirty": false, "posenc_jax": "0.1.0", "python": "3.11.9",
      "jax": "0.10.2", "jaxlib": "0.10.2", "flax": "0.12.8", "optax": "0.2.6",
-     "device": {"platform": "cpu", "kind": "cpu", "count": 1},
+     "device": {"platform": "cpu", "kind": "cpu", "count": 1, "processes": 1},
      "command": "posenc-train encoding=alibi task=reverse"}
 
 The commit is that of the repository holding the imported `posenc_jax` package (an editable
@@ -64,7 +64,8 @@ def provenance(command: str | None = None) -> dict[str, Any]:
         "device": {
             "platform": device.platform,
             "kind": device.device_kind,
-            "count": jax.device_count(),
+            "count": jax.device_count(),  # over every process of a distributed run
+            "processes": jax.process_count(),
         },
         "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

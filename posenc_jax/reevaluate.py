@@ -86,6 +86,8 @@ def reevaluate(
             raw[section][field] = value
         else:  # a top-level key (seed), accepted only at its stored value
             raw[key] = value
+    # posenc-eval runs in one process, whichever processes trained the run (train.distributed).
+    raw["train"]["distributed"] = False
     settings = settings_from_dict(raw)
     # This evaluation's own code and command, and those that trained the run (null before
     # results.json recorded them).

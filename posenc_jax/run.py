@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from posenc_jax.checkpoint import save_params
 from posenc_jax.config import Settings
+from posenc_jax.distributed import initialize, writes_outputs
 from posenc_jax.errors import ConfigError
 from posenc_jax.outputs import (
     CONFIG_FILE,
@@ -40,9 +41,13 @@ def run(
     """Train and evaluate `settings`, write every output into `out_dir`; returns results.json.
     `command` is recorded as the one that reproduces this run (see `provenance`).
 
+    With train.distributed, every process of the run calls this with the same arguments; only
+    process 0 writes (`distributed.py`).
+
     Raises ConfigError, before anything is written, if `out_dir` already holds a finished run,
-    if the process may not open enough files for train.num_seeds replicas' logs, or if the
-    visible devices cannot split the work as train.sharding asks."""
+    if the process may not open enough files for train.num_seeds replicas' logs, if
+    train.distributed finds no cluster, or if the visible devices cannot split the work as
+    train.sharding asks."""
     run_dir = Path(out_dir).absolute()
     if (run_dir / RESULTS_FILE).exists():
         raise ConfigError(
@@ -51,16 +56,19 @@ def run(
             f"hydra.sweep.dir=... for a sweep."
         )
     reserve_open_files(settings)
+    initialize(settings)  # before any device is touched
     device_mesh(settings)  # the devices can split the work: checked before anything is written
     origin = provenance(command)  # the code as it starts, before a long run lets it change
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+    writer = writes_outputs()
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
 
-    with run_logs(run_dir, settings) as logs:
+    with run_logs(run_dir, settings, write=writer) as logs:
         with tqdm(
             total=settings.train.steps,
             desc=run_title(settings),
-            disable=not show_progress,
+            disable=not (show_progress and writer),
             dynamic_ncols=True,
         ) as bar:
 
@@ -78,7 +86,7 @@ def run(
         completed = [s["status"] == "completed" for s in outcome.seed_summaries]
         evaluations: list[dict[str, Any] | None] = [None] * len(completed)
         if any(completed):
-            save_params(run_dir, outcome.params)
+            save_params(run_dir, outcome.params)  # by every process: each saves its pieces
             evaluations = record_evaluation(
                 settings,
                 outcome.graphdef,
@@ -94,7 +102,7 @@ def run(
             for s in outcome.seed_summaries
             if s["status"] != "completed"
         ]
-        if diverged:
+        if diverged and writer:
             print(
                 f"The loss is not finite ({', '.join(diverged)}): status 'diverged', and "
                 f"{'it was' if len(diverged) == 1 else 'they were'} not evaluated. Lower "
@@ -103,5 +111,6 @@ def run(
         results = results_document(
             settings, outcome.summary, outcome.seed_summaries, evaluations, origin
         )
-        write_results(run_dir, results)
+        if writer:
+            write_results(run_dir, results)
     return results

@@ -64,3 +64,28 @@ class RunLog:
     def close(self) -> None:
         self.events.close()
         self.jsonl.close()
+
+
+class DiscardedLog(RunLog):
+    """A `RunLog` that writes nothing: the logs of a process that does not write the run folder
+    (`distributed.writes_outputs`), so that the code that logs need not ask."""
+
+    def __init__(self) -> None:
+        pass
+
+    def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
+        pass
+
+    def series(self, tag: str, points: Iterable[tuple[int, float | None]]) -> None:
+        pass
+
+    def hparams(
+        self, name: str, hparams: Mapping[str, bool | int | float | str], metrics: Mapping
+    ) -> None:
+        pass
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

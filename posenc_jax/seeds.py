@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from posenc_jax import metrics
 from posenc_jax.config import Settings
+from posenc_jax.distributed import to_host
 
 
 def seeds_of(settings: Settings) -> list[int]:
@@ -59,7 +60,7 @@ def pick(tree: Any, index: int, num_seeds: int) -> Any:
 
 def split_host(tree: Any, num_seeds: int) -> list[Any]:
     """A device tree (stacked if num_seeds > 1) read back once, as one numpy tree per seed."""
-    host = jax.device_get(tree)
+    host = to_host(tree)
     return [pick(host, i, num_seeds) for i in range(num_seeds)]
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from posenc_jax.config import Settings
@@ -95,7 +96,15 @@ def place_state(state: Any, mesh: Mesh | None) -> Any:
     replicated for `data`; unchanged without a mesh."""
     if mesh is None:
         return state
-    return jax.device_put(state, state_sharding(state, mesh))
+
+    def place(leaf: jax.Array, sharding: NamedSharding) -> jax.Array:
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            # device_put refuses typed keys for a mesh over several processes: place their bits.
+            bits = jax.device_put(jax.random.key_data(leaf), sharding)
+            return jax.random.wrap_key_data(bits, impl=jax.random.key_impl(leaf))
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree.map(place, state, state_sharding(state, mesh))
 
 
 def state_sharding(state: Any, mesh: Mesh) -> Any:

@@ -60,6 +60,7 @@ UNSHOWN_KEYS = ("eval.lengths",)
 # eval.decoding is left out too: eval.scoring holds what it resolved to (null = greedy).
 EXECUTION_KEYS = (
     "train.sharding",
+    "train.distributed",
     "train.microbatch",
     "train.steps_per_dispatch",
     "train.log_every",

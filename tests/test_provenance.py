@@ -25,6 +25,7 @@ def test_provenance_names_the_commit_versions_device_and_command(monkeypatch):
         "platform": jax.devices()[0].platform,
         "kind": jax.devices()[0].device_kind,
         "count": jax.device_count(),
+        "processes": 1,
     }
     assert record["command"] == "posenc-train task=reverse 'seed=3 x'"  # pasteable in a shell
 
