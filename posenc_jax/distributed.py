@@ -38,7 +38,7 @@ def initialize(settings: Settings) -> None:
             f"train.distributed=true joins the processes that a cluster launcher started "
             f"(SLURM's srun, Open MPI's mpirun, Cloud TPU), but jax.distributed.initialize() "
             f"found none here ({type(error).__name__}: {reason}). Start the command with the "
-            f"launcher, e.g. srun posenc-train ... (see README, Several hosts), or leave "
+            f"launcher, e.g. srun posenc-train ... (README: Running a study), or leave "
             f"train.distributed=false for one process."
         ) from error
     # Collectives between CPU processes need an implementation (GPUs and TPUs bring their own);
