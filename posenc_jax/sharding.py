@@ -48,11 +48,16 @@ def device_mesh(settings: Settings) -> Mesh | None:
     )
     if size % devices:
         platform = jax.devices()[0].platform
+        # What decides the number of devices a process sees, by platform.
+        visible = {
+            "cpu": "XLA_FLAGS=--xla_force_host_platform_device_count",
+            "gpu": "CUDA_VISIBLE_DEVICES",
+            "tpu": "TPU_VISIBLE_CHIPS",
+        }.get(platform, "the device environment variables")
         raise ConfigError(
             f"train.sharding={axis} splits {what}={size} over the {devices} visible {platform} "
             f"device(s), which does not divide evenly; choose a multiple of {devices}, set "
-            f"train.sharding=null for one device, or make fewer devices visible "
-            f"(CUDA_VISIBLE_DEVICES)."
+            f"train.sharding=null for one device, or make fewer devices visible ({visible})."
         )
     if axis == "data":
         _require_even_passes(settings, devices)
@@ -74,9 +79,11 @@ def _require_even_passes(settings: Settings, devices: int) -> None:
         )
         return all(bucket.examples % devices == 0 for bucket in buckets)
 
-    # Every bucket's share a multiple of `devices` (and the slices too) makes every pass one.
-    batch_sizes = range(train.batch_size, 8 * train.batch_size + 1)
-    fitting = next((size for size in batch_sizes if shares_split(size)), None)
+    # Every bucket's share a multiple of `devices` (and the slices too) makes every pass one;
+    # suggest the fitting batch size nearest to the one asked for (the smaller on a tie).
+    candidates = range(devices * train.length_buckets, 8 * train.batch_size + 1)
+    nearest_first = sorted(candidates, key=lambda size: (abs(size - train.batch_size), size))
+    fitting = next((size for size in nearest_first if shares_split(size)), None)
     choices = [f"train.batch_size={fitting}"] if fitting and fitting != train.batch_size else []
     if train.microbatch is not None and train.microbatch % devices:
         choices.append(f"a train.microbatch that is a multiple of {devices}")

@@ -123,10 +123,12 @@ def test_work_that_does_not_split_evenly_is_refused(four_devices):
     assert four_devices["uneven"] == (
         "train.sharding=seeds splits train.num_seeds=3 over the 4 visible cpu device(s), which "
         "does not divide evenly; choose a multiple of 4, set train.sharding=null for one "
-        "device, or make fewer devices visible (CUDA_VISIBLE_DEVICES)."
+        "device, or make fewer devices visible "
+        "(XLA_FLAGS=--xla_force_host_platform_device_count)."
     )
     # Lengths 1..6 in 4 buckets of 1, 1, 2 and 2 lengths: 16 examples share as 3, 3, 5 and 5;
-    # 24 share as 4, 4, 8 and 8.
+    # the nearest batch that splits is 24 (4, 4, 8 and 8; 12 gives 2, 2, 4, 4 and 20 gives
+    # 3, 3, 7, 7).
     assert four_devices["uneven_buckets"] == (
         "train.sharding=data splits every pass of a training step over the 4 visible devices, "
         "but the passes hold [3, 3, 5, 5] examples (train.batch_size=16 shared by "
