@@ -15,7 +15,12 @@ from typing import Any
 from posenc_jax.decoding import DECODINGS, DEFAULT_DECODING
 from posenc_jax.encodings import EncodingSpec, make_encoding
 from posenc_jax.errors import ConfigError, require_int, require_positive, require_seed
-from posenc_jax.length_buckets import MAX_PASSES_PER_STEP, passes_per_step, run_buckets
+from posenc_jax.length_buckets import (
+    MAX_PASSES_PER_STEP,
+    passes_per_step,
+    run_buckets,
+    smallest_microbatch,
+)
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import choice, construct
 from posenc_jax.tasks import TaskSpec, make_task
@@ -182,7 +187,7 @@ class Settings:
                 f"back. Leave eval.decoding unset (null), or train a decoder (model.causal=true)."
             )
         training_lengths = self.task.train_max_len - self.task.train_min_len + 1
-        most = min(training_lengths, self.train.batch_size)
+        most = min(training_lengths, self.train.batch_size, MAX_PASSES_PER_STEP)
         count = self.train.length_buckets
         if type(count) is not int or not 1 <= count <= most:
             valid = "1 (one bucket)" if most == 1 else f"an integer from 1 to {most}"
@@ -191,7 +196,8 @@ class Settings:
                 f"length(s) (task.train_min_len={self.task.train_min_len} to "
                 f"task.train_max_len={self.task.train_max_len}) and the "
                 f"train.batch_size={self.train.batch_size} examples of a step into that many "
-                f"non-empty buckets; choose {valid}."
+                f"non-empty buckets, each a pass compiled on its own (at most "
+                f"{MAX_PASSES_PER_STEP} a step); choose {valid}."
             )
         self._validate_passes_per_step()
         if self.eval.attention_len is not None:
@@ -226,17 +232,7 @@ class Settings:
             "each is compiled on its own, so compilation grows with their number (the default "
             "job: 2.4 s as one pass, 21.6 s as 32, 198 s as 128)"
         )
-        if len(buckets) > MAX_PASSES_PER_STEP:
-            raise ConfigError(
-                f"train.length_buckets={len(buckets)} makes every training step "
-                f"{len(buckets)} passes, one per bucket; {cost}. Choose at most "
-                f"{MAX_PASSES_PER_STEP} buckets."
-            )
-        smallest = next(
-            size
-            for size in range(microbatch or 1, self.train.batch_size + 1)
-            if passes_per_step(buckets, size) <= MAX_PASSES_PER_STEP
-        )
+        smallest = smallest_microbatch(buckets)
         raise ConfigError(
             f"train.microbatch={microbatch} cuts every training step into {passes} passes "
             f"(train.batch_size={self.train.batch_size} in {len(buckets)} length bucket(s)); "

@@ -106,5 +106,21 @@ def pass_sizes(buckets: list[LengthBucket], microbatch: int | None) -> list[int]
 
 
 def passes_per_step(buckets: list[LengthBucket], microbatch: int | None) -> int:
-    """The number of compiled passes of one training step (see `pass_sizes`)."""
-    return len(pass_sizes(buckets, microbatch))
+    """The number of compiled passes of one training step (see `pass_sizes`), counted without
+    listing them (a huge batch in slices of one would not fit in memory)."""
+    if microbatch is None:
+        return len(buckets)
+    return sum(-(-bucket.examples // microbatch) for bucket in buckets)
+
+
+def smallest_microbatch(buckets: list[LengthBucket]) -> int:
+    """The smallest train.microbatch whose step holds at most MAX_PASSES_PER_STEP passes
+    (the passes fall as the slices grow: a binary search). Needs len(buckets) <= the limit."""
+    low, high = 1, max(bucket.examples for bucket in buckets)
+    while low < high:
+        middle = (low + high) // 2
+        if passes_per_step(buckets, middle) <= MAX_PASSES_PER_STEP:
+            high = middle
+        else:
+            low = middle + 1
+    return low

@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 
 from posenc_jax import metrics
 from posenc_jax.errors import ConfigError
-from posenc_jax.length_buckets import run_buckets, training_buckets
+from posenc_jax.length_buckets import (
+    MAX_PASSES_PER_STEP,
+    pass_sizes,
+    passes_per_step,
+    run_buckets,
+    smallest_microbatch,
+    training_buckets,
+)
 from posenc_jax.positions import position_scheme
 from posenc_jax.train import init_state, train, training_batches
 
@@ -57,6 +64,20 @@ def test_the_paper_range_in_four_buckets():
     # 15 lengths: exact shares 25.6 and 3 × 34.13; the largest remainder (0.6) gets the spare.
     assert training_buckets(2, 16, 4, 128) == [(2, 4, 26), (5, 8, 34), (9, 12, 34), (13, 16, 34)]
     assert training_buckets(3, 9, 1, 5) == [(3, 9, 5)]
+
+
+@given(
+    num_lengths=st.integers(1, 80),
+    batch_size=st.integers(1, 5000),
+    data=st.data(),
+)
+def test_the_smallest_microbatch_that_fits_is_the_smallest(num_lengths, batch_size, data):
+    count = data.draw(st.integers(1, min(num_lengths, batch_size, MAX_PASSES_PER_STEP)))
+    buckets = training_buckets(1, num_lengths, count, batch_size)
+    smallest = smallest_microbatch(buckets)
+    assert passes_per_step(buckets, smallest) <= MAX_PASSES_PER_STEP
+    assert smallest == 1 or passes_per_step(buckets, smallest - 1) > MAX_PASSES_PER_STEP
+    assert passes_per_step(buckets, smallest) == len(pass_sizes(buckets, smallest))
 
 
 @pytest.mark.parametrize(("count", "batch_size"), [(0, 16), (8, 16), (4, 3)])
@@ -211,7 +232,8 @@ def test_chunking_does_not_change_a_bucketed_run():
             ["train.length_buckets=0"],
             "train.length_buckets=0 cannot cut the 6 training length(s) (task.train_min_len=1 "
             "to task.train_max_len=6) and the train.batch_size=16 examples of a step into that "
-            "many non-empty buckets; choose an integer from 1 to 6.",
+            "many non-empty buckets, each a pass compiled on its own (at most 32 a step); choose "
+            "an integer from 1 to 6.",
         ),
         (["train.length_buckets=1.5"], "length_buckets=1.5 in section 'train' has the wrong type"),
         (
@@ -220,17 +242,19 @@ def test_chunking_does_not_change_a_bucketed_run():
         ),
         (
             ["train.batch_size=3", "train.length_buckets=4"],
-            "the train.batch_size=3 examples of a step into that many non-empty buckets; "
-            "choose an integer from 1 to 3.",
+            "the train.batch_size=3 examples of a step into that many non-empty buckets, each a "
+            "pass compiled on its own (at most 32 a step); choose an integer from 1 to 3.",
         ),
         (
             ["task.train_min_len=6", "train.length_buckets=2"],
-            "non-empty buckets; choose 1 (one bucket).",
+            "(at most 32 a step); choose 1 (one bucket).",
         ),
         (
             ["task.train_max_len=40", "train.batch_size=64", "train.length_buckets=33"],
-            "train.length_buckets=33 makes every training step 33 passes, one per bucket; each is "
-            "compiled on its own",
+            "train.length_buckets=33 cannot cut the 40 training length(s) (task.train_min_len=1 "
+            "to task.train_max_len=40) and the train.batch_size=64 examples of a step into that "
+            "many non-empty buckets, each a pass compiled on its own (at most 32 a step); choose "
+            "an integer from 1 to 32.",
         ),
     ],
 )

@@ -106,6 +106,13 @@ def test_more_passes_than_compile_in_reasonable_time_are_refused(overrides, mess
         make_settings("task=reverse", *overrides)
 
 
+def test_a_huge_batch_in_small_slices_is_refused_at_once():
+    """The passes are counted, not listed: 10^20 examples in slices of one are refused with
+    the smallest slice that fits (10^20 / 32), not an OverflowError or a long wait."""
+    with pytest.raises(ConfigError, match=r"choose train.microbatch >= 3125000000000000000,"):
+        make_settings("train.batch_size=100000000000000000000", "train.microbatch=1")
+
+
 def test_thirty_two_passes_are_allowed():
     settings = make_settings("task=reverse", "train.batch_size=64", "train.microbatch=2")
     assert passes_per_step(run_buckets(settings), settings.train.microbatch) == 32
