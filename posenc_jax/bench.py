@@ -60,6 +60,7 @@ from posenc_jax.length_buckets import LengthBucket, run_buckets
 from posenc_jax.op_profile import OpTime, format_profile, profile_ops
 from posenc_jax.provenance import provenance
 from posenc_jax.run import run
+from posenc_jax.sharding import device_mesh, place_state
 from posenc_jax.train import (
     TrainState,
     batch_counts,
@@ -161,6 +162,7 @@ def measure_step_case(case: Case, options: Options, yardstick: float) -> dict[st
     """A step case's figures (see the module docstring)."""
     settings = compose_settings([*case.overrides, *options.extra])
     graphdef, state, optimizer = init_state(settings)
+    state = place_state(state, device_mesh(settings))
     steps = settings.train.steps_per_dispatch
 
     start = time.perf_counter()
@@ -423,9 +425,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     for case in cases:  # every override checked before anything is measured
         try:
-            compose_settings([*case.overrides, *options.extra])
+            settings = compose_settings([*case.overrides, *options.extra])
+            device_mesh(settings)  # the visible devices can split it
         except (ConfigError, HydraException) as error:
             parser.error(f"case {case.name}: {error}")
+        if settings.train.distributed:
+            parser.error(
+                f"case {case.name}: posenc-bench measures one process; train.distributed=true "
+                f"(several processes, one run) is not benchmarked. Measure with train.sharding "
+                f"over this process's devices instead."
+            )
     print(
         f"posenc-bench on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax "
         f"{jax.__version__}; medians of {options.repeats} windows"

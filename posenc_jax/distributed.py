@@ -14,9 +14,13 @@ processes gather them first (`to_host`), so every process sees the same numbers.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from posenc_jax.config import Settings
@@ -44,6 +48,28 @@ def initialize(settings: Settings) -> None:
     # Collectives between CPU processes need an implementation (GPUs and TPUs bring their own);
     # it is read when the CPU backend starts, after this.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def require_same_run(settings: Settings, run_dir: Path) -> None:
+    """Refuse, in every process at once, a distributed run whose processes were given different
+    settings or run folders: each would compute its share of a different run (wrong numbers, or
+    a checkpoint that never completes). One gather of a 32-byte fingerprint per process.
+
+    Raises ConfigError naming the processes that differ from process 0."""
+    if jax.process_count() == 1:
+        return
+    described = json.dumps([settings.to_dict(), str(run_dir)], sort_keys=True, default=str)
+    fingerprint = np.frombuffer(hashlib.sha256(described.encode()).digest(), np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(fingerprint))  # [processes, 32]
+    differing = [index for index, row in enumerate(every) if not np.array_equal(row, every[0])]
+    if differing:
+        raise ConfigError(
+            f"The {len(every)} processes of this distributed run were not given the same "
+            f"settings and run folder: process(es) {differing} differ from process 0 (this is "
+            f"process {jax.process_index()}, with folder {run_dir}). Every process must run the "
+            f"same command, as srun does; name the folder with hydra.run.dir=... so that no "
+            f"process names it by its own clock. Nothing was written."
+        )
 
 
 def writes_outputs() -> bool:

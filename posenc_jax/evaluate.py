@@ -129,7 +129,7 @@ def make_eval_fn(settings: Settings, graphdef: nnx.GraphDef):
 
     `length` is traced, `padded_len` is static: one compiled program per bucket."""
     num_seeds = settings.train.num_seeds
-    mesh = device_mesh(settings)
+    mesh = device_mesh(settings, training=False)
 
     def length_counts(params, length: jax.Array, padded_len: int) -> metrics.Counts:
         batch = eval_batch(settings, length, padded_len)

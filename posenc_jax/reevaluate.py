@@ -46,6 +46,7 @@ from posenc_jax.outputs import (
 )
 from posenc_jax.provenance import provenance
 from posenc_jax.seeds import seeds_of
+from posenc_jax.sharding import device_mesh, place_state
 
 # Safe unquoted in a shell, in a file name and in a TensorBoard tag.
 _TAG = re.compile(r"^[A-Za-z0-9._+-]+$")
@@ -100,7 +101,9 @@ def reevaluate(
             f"trained parameters to evaluate."
         )
     reserve_open_files(settings)
+    mesh = device_mesh(settings, training=False)  # the devices can split it: before writing
     graphdef, params = restore_params(run_dir, settings)
+    params = place_state(params, mesh)
     step = max(summary["steps"] for summary in seed_summaries)  # the last step trained
     with run_logs(run_dir, settings) as logs:
         evaluations = record_evaluation(

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from posenc_jax.checkpoint import save_params
 from posenc_jax.config import Settings
-from posenc_jax.distributed import initialize, writes_outputs
+from posenc_jax.distributed import initialize, require_same_run, writes_outputs
 from posenc_jax.errors import ConfigError
 from posenc_jax.outputs import (
     CONFIG_FILE,
@@ -57,6 +57,7 @@ def run(
         )
     reserve_open_files(settings)
     initialize(settings)  # before any device is touched
+    require_same_run(settings, run_dir)
     device_mesh(settings)  # the devices can split the work: checked before anything is written
     origin = provenance(command)  # the code as it starts, before a long run lets it change
     writer = writes_outputs()

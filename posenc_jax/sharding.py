@@ -25,12 +25,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
-from posenc_jax.length_buckets import pass_sizes, run_buckets, training_buckets
+from posenc_jax.length_buckets import (
+    pass_sizes,
+    run_buckets,
+    smallest_microbatch,
+    training_buckets,
+)
 
 
-def device_mesh(settings: Settings) -> Mesh | None:
+def device_mesh(settings: Settings, training: bool = True) -> Mesh | None:
     """The run's one-axis mesh over every device (axis named by train.sharding); None for one
-    device. Raises ConfigError if the devices cannot split the work evenly."""
+    device. Raises ConfigError if the devices cannot split the work evenly: the replicas for
+    `seeds`; for `data`, every pass of a training step (evaluation, training=False, rounds its
+    chunks instead and needs no check)."""
     axis = settings.train.sharding
     if axis is None:
         return None
@@ -38,69 +45,91 @@ def device_mesh(settings: Settings) -> Mesh | None:
         raise ConfigError(
             "train.sharding=seeds splits the replicas of train.num_seeds over the devices, but "
             "train.num_seeds=1 has one replica and nothing to split; set train.num_seeds to a "
-            "multiple of the device count, or train.sharding=data to split each batch instead."
+            "multiple of the device count, train.sharding=data to split each batch instead, or "
+            "train.sharding=null for one device."
         )
     devices = jax.device_count()
-    size, what = (
-        (settings.train.batch_size, "train.batch_size")
-        if axis == "data"
-        else (settings.train.num_seeds, "train.num_seeds")
-    )
-    if size % devices:
-        platform = jax.devices()[0].platform
-        # What decides the number of devices a process sees, by platform.
-        visible = {
-            "cpu": "XLA_FLAGS=--xla_force_host_platform_device_count",
-            "gpu": "CUDA_VISIBLE_DEVICES",
-            "tpu": "TPU_VISIBLE_CHIPS",
-        }.get(platform, "the device environment variables")
+    if axis == "seeds" and settings.train.num_seeds % devices:
         raise ConfigError(
-            f"train.sharding={axis} splits {what}={size} over the {devices} visible {platform} "
-            f"device(s), which does not divide evenly; choose a multiple of {devices}, set "
-            f"train.sharding=null for one device, or make fewer devices visible ({visible})."
+            f"train.sharding=seeds splits train.num_seeds={settings.train.num_seeds} over the "
+            f"{devices} visible {_platform()} device(s), which does not divide evenly; choose a "
+            f"multiple of {devices}, set train.sharding=null for one device, or make fewer "
+            f"devices visible ({_visible_devices_setting()})."
         )
-    if axis == "data":
-        _require_even_passes(settings, devices)
+    if axis == "data" and training:
+        require_even_passes(settings, devices)
     # Auto: XLA's partitioner places what the constraints leave open (the activations).
     return jax.make_mesh((devices,), (axis,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def _require_even_passes(settings: Settings, devices: int) -> None:
+def _platform() -> str:
+    return jax.devices()[0].platform
+
+
+def _visible_devices_setting() -> str:
+    """What decides the number of devices a process sees, on this platform."""
+    return {
+        "cpu": "XLA_FLAGS=--xla_force_host_platform_device_count",
+        "gpu": "CUDA_VISIBLE_DEVICES",
+        "tpu": "TPU_VISIBLE_CHIPS",
+    }.get(_platform(), "the device environment variables")
+
+
+def require_even_passes(settings: Settings, devices: int) -> None:
     """Every pass of a step (each length bucket's group, in train.microbatch slices) must split
-    evenly over the devices: one that does not would run whole on every device, unsplit."""
+    evenly over the devices: one that does not would run whole on every device, unsplit.
+    Raises ConfigError with the nearest batch size (and microbatch) that split."""
     train, task = settings.train, settings.task
     sizes = pass_sizes(run_buckets(settings), train.microbatch)
     if all(size % devices == 0 for size in sizes):
         return
 
-    def shares_split(batch_size: int) -> bool:
+    def split_with(batch_size: int) -> tuple[int, int | None] | None:
+        """(batch_size, a microbatch) whose every pass splits, if the bucket shares of
+        `batch_size` do: slices a multiple of `devices`, at least the asked microbatch rounded
+        up to one, and few enough passes."""
         buckets = training_buckets(
             task.train_min_len, task.train_max_len, train.length_buckets, batch_size
         )
-        return all(bucket.examples % devices == 0 for bucket in buckets)
+        if any(bucket.examples % devices for bucket in buckets):
+            return None
+        if train.microbatch is None:
+            return batch_size, None
+        fewest = max(train.microbatch, smallest_microbatch(buckets))
+        return batch_size, -(-fewest // devices) * devices
 
-    # Every bucket's share a multiple of `devices` (and the slices too) makes every pass one;
-    # suggest the fitting batch size nearest to the one asked for (the smaller on a tie).
-    candidates = range(devices * train.length_buckets, 8 * train.batch_size + 1)
-    nearest_first = sorted(candidates, key=lambda size: (abs(size - train.batch_size), size))
-    fitting = next((size for size in nearest_first if shares_split(size)), None)
-    choices = [f"train.batch_size={fitting}"] if fitting and fitting != train.batch_size else []
-    if train.microbatch is not None and train.microbatch % devices:
-        choices.append(f"a train.microbatch that is a multiple of {devices}")
-    choice = " and ".join(choices) or "another train.batch_size or train.length_buckets"
+    # A batch of devices × (number of lengths) × m gives every bucket a multiple of `devices`,
+    # so the nearest batch that splits (the smaller on a tie) lies within that distance.
+    lengths = task.train_max_len - task.train_min_len + 1
+    whole = devices * lengths * -(-train.batch_size // (devices * lengths))
+    batch_size, microbatch = next(
+        fitting
+        for distance in range(whole - train.batch_size + 1)
+        for size in (train.batch_size - distance, train.batch_size + distance)
+        if size >= devices * train.length_buckets and (fitting := split_with(size))
+    )
+    choices = [f"train.batch_size={batch_size}"] if batch_size != train.batch_size else []
+    if microbatch != train.microbatch:
+        choices.append(f"train.microbatch={microbatch}")
+    shared = (
+        f" shared by train.length_buckets={train.length_buckets} buckets in proportion to "
+        f"their numbers of lengths"
+        if train.length_buckets > 1
+        else ""
+    )
     slices = f", in slices of train.microbatch={train.microbatch}" if train.microbatch else ""
     raise ConfigError(
         f"train.sharding=data splits every pass of a training step over the {devices} visible "
-        f"devices, but the passes hold {sizes} examples (train.batch_size={train.batch_size} "
-        f"shared by train.length_buckets={train.length_buckets} bucket(s) in proportion to "
-        f"their numbers of lengths{slices}); each must be a multiple of {devices}. Choose "
-        f"{choice}, or set train.sharding=null for one device."
+        f"{_platform()} devices, but the passes hold {sizes} examples (train.batch_size="
+        f"{train.batch_size}{shared}{slices}); each must be a multiple of {devices}. Choose "
+        f"{' and '.join(choices)}, set train.sharding=null for one device, or make fewer "
+        f"devices visible ({_visible_devices_setting()})."
     )
 
 
 def place_state(state: Any, mesh: Mesh | None) -> Any:
-    """The train state placed for `mesh`: split along its leading (seed) axis for `seeds`,
-    replicated for `data`; unchanged without a mesh."""
+    """The train state (or the parameters alone) placed for `mesh`: split along its leading
+    (seed) axis for `seeds`, replicated for `data`; unchanged without a mesh."""
     if mesh is None:
         return state
 

@@ -128,14 +128,20 @@ def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, capsys, w
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("overrides", "message"),
     [
-        ("train.length_buckets=0", "train.length_buckets=0 cannot cut the"),
-        ("train.nonsense=1", "Could not override 'train.nonsense'"),
+        (["train.length_buckets=0"], "train.length_buckets=0 cannot cut the"),
+        (["train.nonsense=1"], "Could not override 'train.nonsense'"),
+        # The devices are checked too, as posenc-train checks them.
+        (["train.sharding=seeds"], "train.num_seeds=1 has one replica and nothing to split"),
+        (
+            ["train.distributed=true", "train.sharding=seeds", "train.num_seeds=2"],
+            "posenc-bench measures one process; train.distributed=true",
+        ),
     ],
 )
-def test_a_bad_override_is_refused_before_measuring(tmp_path, capsys, override, message):
+def test_a_bad_override_is_refused_before_measuring(tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--quick", "--json", str(tmp_path / "b.json"), "--set", override])
+        main(["--quick", "--json", str(tmp_path / "b.json"), "--set", *overrides])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "case default:" in err and message in err

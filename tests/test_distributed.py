@@ -136,6 +136,17 @@ def test_posenc_eval_reads_a_distributed_checkpoint_in_one_process(distributed_r
         assert after["eval"]["token_acc"] == before["eval"]["token_acc"]
 
 
+@pytest.mark.parametrize("name", ["other_settings", "other_folder"])
+def test_processes_given_different_runs_are_refused_before_writing(distributed_runs, name):
+    out, returned = distributed_runs
+    for rank, by_process in enumerate(returned):
+        assert by_process[name].startswith(
+            "The 2 processes of this distributed run were not given the same settings and run "
+            f"folder: process(es) [1] differ from process 0 (this is process {rank}"
+        )
+    assert not (out / name).exists()
+
+
 def test_distributed_without_sharding_is_refused():
     with pytest.raises(ConfigError, match="choose train.sharding=data .* or train.sharding=seeds"):
         make_settings("train.distributed=true")
@@ -166,8 +177,20 @@ def test_distributed_outside_a_cluster_is_refused_before_anything_is_written(tmp
 
 
 if __name__ == "__main__":
+    out, rank = Path(sys.argv[1]), int(os.environ["SLURM_PROCID"])
     returned = {}
     for name, overrides in RUNS.items():
         settings = make_settings(*overrides, "train.distributed=true")
-        returned[name] = run(settings, Path(sys.argv[1]) / name, show_progress=False)
+        returned[name] = run(settings, out / name, show_progress=False)
+    # Processes that were not given the same run: another learning rate, another folder.
+    mismatched = {
+        "other_settings": (f"optim.learning_rate=0.00{rank + 1}", "same"),
+        "other_folder": ("optim.learning_rate=0.001", f"own_{rank}"),
+    }
+    for name, (override, folder) in mismatched.items():
+        settings = make_settings(*RUNS["data"], "train.distributed=true", override)
+        try:
+            run(settings, out / name / folder, show_progress=False)
+        except ConfigError as error:
+            returned[name] = str(error)
     print(json.dumps(returned))

@@ -5,8 +5,11 @@ JAX fixes the number of CPU devices when it starts, so the checks run in a fresh
 started with XLA_FLAGS=--xla_force_host_platform_device_count=4 (this file, run as a script),
 which reports what it saw as JSON."""
 
+import dataclasses
+import functools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +17,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from posenc_jax.compilation import CompilationCounter
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_seeds
+from posenc_jax.length_buckets import passes_per_step, training_buckets
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
-from posenc_jax.sharding import device_mesh, place_state
+from posenc_jax.sharding import device_mesh, place_state, require_even_passes
 from posenc_jax.train import init_state, make_train_chunk, train
 
 TESTS = Path(__file__).parent
@@ -119,6 +125,10 @@ def test_length_buckets_split_over_devices_equal_one_device(four_devices):
     assert buckets["float_all_reduce"] and buckets["compilations"] == 1
 
 
+def test_a_data_split_run_is_evaluated_again_on_its_devices(four_devices):
+    assert four_devices["data_reevaluated"]
+
+
 def test_work_that_does_not_split_evenly_is_refused(four_devices):
     assert four_devices["uneven"] == (
         "train.sharding=seeds splits train.num_seeds=3 over the 4 visible cpu device(s), which "
@@ -130,18 +140,56 @@ def test_work_that_does_not_split_evenly_is_refused(four_devices):
     # the nearest batch that splits is 24 (4, 4, 8 and 8; 12 gives 2, 2, 4, 4 and 20 gives
     # 3, 3, 7, 7).
     assert four_devices["uneven_buckets"] == (
-        "train.sharding=data splits every pass of a training step over the 4 visible devices, "
-        "but the passes hold [3, 3, 5, 5] examples (train.batch_size=16 shared by "
-        "train.length_buckets=4 bucket(s) in proportion to their numbers of lengths); each "
-        "must be a multiple of 4. Choose train.batch_size=24, or set train.sharding=null for "
-        "one device."
+        "train.sharding=data splits every pass of a training step over the 4 visible cpu "
+        "devices, but the passes hold [3, 3, 5, 5] examples (train.batch_size=16 shared by "
+        "train.length_buckets=4 buckets in proportion to their numbers of lengths); each must "
+        "be a multiple of 4. Choose train.batch_size=24, set train.sharding=null for one "
+        "device, or make fewer devices visible (XLA_FLAGS=--xla_force_host_platform_device_count)."
     )
     assert four_devices["uneven_slices"].endswith(
-        "[3, 3, 3, 3, 3, 1] examples (train.batch_size=16 shared by train.length_buckets=1 "
-        "bucket(s) in proportion to their numbers of lengths, in slices of train.microbatch=3); "
-        "each must be a multiple of 4. Choose a train.microbatch that is a multiple of 4, or set "
-        "train.sharding=null for one device."
+        "[3, 3, 3, 3, 3, 1] examples (train.batch_size=16, in slices of train.microbatch=3); "
+        "each must be a multiple of 4. Choose train.microbatch=4, set train.sharding=null for "
+        "one device, or make fewer devices visible "
+        "(XLA_FLAGS=--xla_force_host_platform_device_count)."
     )
+
+
+@functools.cache
+def data_sharded_reverse():
+    return make_settings("task=reverse", "train.sharding=data")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    num_lengths=st.integers(1, 40),
+    batch_size=st.integers(1, 200),
+    devices=st.integers(2, 8),
+    data=st.data(),
+)
+def test_every_suggested_split_splits(num_lengths, batch_size, devices, data):
+    """Whatever the batch, buckets and slices, the batch size and microbatch that a refusal
+    suggests are accepted: one refusal, never a second."""
+    count = data.draw(st.integers(1, min(num_lengths, batch_size, 32)))
+    microbatch = data.draw(st.none() | st.integers(1, batch_size))
+    buckets = training_buckets(1, num_lengths, count, batch_size)
+    assume(passes_per_step(buckets, microbatch) <= 32)  # else refused before, by validation
+    base = data_sharded_reverse()
+    task = dataclasses.replace(base.task, train_min_len=1, train_max_len=num_lengths)
+    train = dataclasses.replace(
+        base.train, batch_size=batch_size, length_buckets=count, microbatch=microbatch
+    )
+    asked = dataclasses.replace(base, task=task, train=train)
+    try:
+        require_even_passes(asked, devices)
+    except ConfigError as error:
+        message = str(error)
+    else:
+        return
+    suggested = re.findall(r"train\.(batch_size|microbatch)=(\d+)", message.split("Choose")[1])
+    assert suggested, message
+    changes = {key: int(value) for key, value in suggested}
+    fixed = dataclasses.replace(asked, train=dataclasses.replace(asked.train, **changes))
+    require_even_passes(fixed, devices)
 
 
 def test_a_run_split_over_devices_is_evaluated_again_on_one(four_devices):
@@ -178,6 +226,12 @@ if __name__ == "__main__":
     split = make_settings("task=reverse", "train.sharding=seeds", "train.num_seeds=4")
     run(split, sys.argv[1], show_progress=False)
     report["data_buckets"] = compare("train.length_buckets=2", "eval.examples_per_length=10")
+    # A data-split run evaluated again on the same 4 devices: the restored parameters are
+    # placed on the mesh (they were left on one device, which the mesh's constraints refused).
+    data_dir = Path(sys.argv[1]).parent / "data_run"
+    recorded = run(make_settings("task=reverse", "train.sharding=data"), data_dir, False)
+    again = reevaluate(data_dir, [], show_progress=False)
+    report["data_reevaluated"] = again["eval"]["token_acc"] == recorded["eval"]["token_acc"]
     uneven = {
         "uneven": ("train.sharding=seeds", "train.num_seeds=3"),
         "uneven_buckets": ("task=reverse", "train.sharding=data", "train.length_buckets=4"),
