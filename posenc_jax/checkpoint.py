@@ -1,7 +1,10 @@
-"""A finished run's parameters on disk (orbax-checkpoint), so `posenc-eval` can come back to it.
+"""A run's state on disk (orbax-checkpoint): the trained parameters, so `posenc-eval` can come
+back to a finished run, and training checkpoints, so an interrupted run can resume.
 
     <run_dir>/checkpoint/   the model's nnx.Param state, written once training has completed;
                             with train.num_seeds > 1, every array has a leading seed axis
+    <run_dir>/train_state/  every train.checkpoint_every steps and at the end of training:
+                            everything training needs to go on (`TrainingCheckpoints`)
 
 Orbax needs absolute paths and, to give back typed arrays, an abstract target: the model that
 the run's own settings build, traced with `nnx.eval_shape` so that nothing is computed.
@@ -19,15 +22,18 @@ from flax import nnx
 from posenc_jax.config import Settings
 from posenc_jax.errors import ConfigError
 from posenc_jax.model import build_model
+from posenc_jax.train import TrainState, abstract_init_state
 
 CHECKPOINT_DIR = "checkpoint"
+TRAIN_STATE_DIR = "train_state"
 
 
 def save_params(run_dir: Path, params: Any) -> Path:
-    """Write `params` (an nnx.State) under run_dir/checkpoint and wait until it is on disk."""
+    """Write `params` (an nnx.State) under run_dir/checkpoint and wait until it is on disk. A
+    run resumed after it was written writes the same parameters over it."""
     path = Path(run_dir).absolute() / CHECKPOINT_DIR
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(path, params)
+    checkpointer.save(path, params, force=True)
     checkpointer.wait_until_finished()
     return path
 
@@ -60,3 +66,59 @@ def restore_params(run_dir: Path, settings: Settings) -> tuple[nnx.GraphDef, Any
             f"train the run again with posenc-train."
         ) from error
     return graphdef, params
+
+
+class TrainingCheckpoints:
+    """Checkpoints to resume training from: <run_dir>/train_state/<step>/, written by orbax's
+    CheckpointManager (asynchronously: training goes on while one is written; a checkpoint
+    counts only once complete, so one killed mid-save is ignored). Each holds the train state
+    (parameters, optimizer state, step, data key) and `progress`, a JSON object: the replicas'
+    status so far and where each log ended (`run_log.LogPosition`). The newest
+    train.checkpoints_to_keep are kept."""
+
+    def __init__(self, run_dir: Path, keep: int):
+        self._manager = ocp.CheckpointManager(
+            Path(run_dir).absolute() / TRAIN_STATE_DIR,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+
+    def save(self, step: int, state: TrainState, progress: dict[str, Any]) -> None:
+        """Start writing the checkpoint of `step` (returns before it is on disk)."""
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_with_key_data(state)),
+                progress=ocp.args.JsonSave(progress),
+            ),
+        )
+
+    def latest(self, settings: Settings) -> tuple[TrainState, dict[str, Any]] | None:
+        """(state, progress) of the newest complete checkpoint, on this process's first device;
+        None if there is none."""
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        _, abstract, _ = abstract_init_state(settings)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+            jax.eval_shape(_with_key_data, abstract),
+        )
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()
+            ),
+        )
+        state, progress = restored["state"], restored["progress"]
+        return state._replace(data_key=jax.random.wrap_key_data(state.data_key)), progress
+
+    def close(self) -> None:
+        """Wait until every checkpoint started is on disk."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def _with_key_data(state: TrainState) -> TrainState:
+    # Orbax stores arrays of numbers; a typed PRNG key is stored as its raw bits.
+    return state._replace(data_key=jax.random.key_data(state.data_key))

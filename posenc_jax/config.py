@@ -94,6 +94,11 @@ class TrainConfig:
     # `length_buckets.MAX_PASSES_PER_STEP` passes a step); None: each length bucket's examples
     # in one pass. Changes rounding only, not the loss or the data.
     microbatch: int | None = None
+    # Training checkpoints to resume from (`checkpoint.TrainingCheckpoints`): at the first log
+    # step of every checkpoint_every steps (None: none before the end) and at the end, keeping
+    # the newest checkpoints_to_keep.
+    checkpoint_every: int | None = 1000
+    checkpoints_to_keep: int = 2
     # The matmuls' dtype (`model.py`); parameters, optimizer state, softmax, norms and the loss
     # stay float32 either way.
     dtype: str = choice("float32", ("float32", "bfloat16"))
@@ -104,6 +109,9 @@ class TrainConfig:
         require_int("train.num_seeds", self.num_seeds, 1)
         if self.microbatch is not None:
             require_int("train.microbatch", self.microbatch, 1)
+        require_int("train.checkpoints_to_keep", self.checkpoints_to_keep, 1)
+        if self.checkpoint_every is not None:
+            require_int("train.checkpoint_every", self.checkpoint_every, 1)
         if self.distributed and self.sharding is None:
             raise ConfigError(
                 "train.distributed=true spreads one run over several processes' devices, but "
@@ -281,6 +289,8 @@ ADDED_SETTINGS = {
     "train.dtype": "float32",
     "train.microbatch": None,
     "train.distributed": False,
+    "train.checkpoint_every": None,
+    "train.checkpoints_to_keep": 1,
 }
 
 

@@ -7,6 +7,7 @@ and `reevaluate.py` (`posenc-eval`) both write through here.
     results.json                the final summary, written last and atomically: its presence
                                 means "finished"
     checkpoint/                 the trained parameters (`checkpoint.py`)
+    train_state/<step>/         training checkpoints to resume from (`checkpoint.py`)
     accuracy_vs_length.png      one line per `metrics.PER_LENGTH` metric
     attention_layer<L>.png      with eval.save_attention=true
 
@@ -46,7 +47,7 @@ from posenc_jax.distributed import writes_outputs
 from posenc_jax.errors import ConfigError
 from posenc_jax.evaluate import evaluate_with_attention, length_work
 from posenc_jax.report import accuracy_figure, attention_figure, format_table
-from posenc_jax.run_log import DiscardedLog, RunLog, json_safe
+from posenc_jax.run_log import DiscardedLog, LogPosition, RunLog, json_safe
 
 CONFIG_FILE = "config.yaml"
 RESULTS_FILE = "results.json"
@@ -186,28 +187,43 @@ class RunLogs(NamedTuple):
     folder: RunLog  # the run folder's own log
     replicas: list[RunLog]  # one per replica: the folder's own with one seed, else seed_<s>/
 
+    def each(self) -> list[RunLog]:
+        """Every log once: the folder's own, then the replicas' own (with several seeds)."""
+        return list({id(log): log for log in (self.folder, *self.replicas)}.values())
+
+    def positions(self, step: int) -> list[LogPosition]:
+        """Where each log (in the order of `each`) ends, flushed: see `RunLog.position`."""
+        return [log.position(step) for log in self.each()]
+
 
 @contextlib.contextmanager
-def run_logs(run_dir: Path, settings: Settings, write: bool = True) -> Iterator[RunLogs]:
+def run_logs(
+    run_dir: Path,
+    settings: Settings,
+    write: bool = True,
+    resume_at: Sequence[LogPosition] | None = None,
+) -> Iterator[RunLogs]:
     """The run's `RunLogs`, closed on exit: with one seed the replica's log is the folder's own;
     with several, each replica logs to seed_<s>/. With write=False (a process that does not
-    write the run folder, see `distributed.py`), logs that write nothing."""
+    write the run folder, see `distributed.py`), logs that write nothing. `resume_at` (a
+    resumed run) gives each log's position at its checkpoint, in the order of `RunLogs.each`."""
+    folders = [run_dir]
+    if settings.train.num_seeds > 1:
+        folders += [run_dir / f"seed_{seed}" for seed in seeds.seeds_of(settings)]
+    positions = list(resume_at) if resume_at is not None else [None] * len(folders)
 
-    def open_log(folder: Path) -> RunLog:
+    def open_log(folder: Path, position: LogPosition | None) -> RunLog:
         if not write:
             return DiscardedLog()
         folder.mkdir(exist_ok=True)
-        return RunLog(folder)
+        return RunLog(folder, position)
 
-    log = open_log(run_dir)
-    replicas = [log]
+    logs = [open_log(folder, position) for folder, position in zip(folders, positions, strict=True)]
     try:
-        if settings.train.num_seeds > 1:
-            replicas = [open_log(run_dir / f"seed_{seed}") for seed in seeds.seeds_of(settings)]
-        yield RunLogs(log, replicas)
+        yield RunLogs(logs[0], logs[1:] or logs[:1])
     finally:
-        for each in {id(each): each for each in (log, *replicas)}.values():
-            each.close()
+        for log in logs:
+            log.close()
 
 
 def write_evaluation(

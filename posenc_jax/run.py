@@ -13,13 +13,14 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
-from posenc_jax.checkpoint import save_params
+from posenc_jax.checkpoint import TrainingCheckpoints, save_params
 from posenc_jax.config import Settings
 from posenc_jax.distributed import initialize, require_same_run, writes_outputs
 from posenc_jax.errors import ConfigError
 from posenc_jax.outputs import (
     CONFIG_FILE,
     RESULTS_FILE,
+    flatten,
     record_evaluation,
     reserve_open_files,
     results_document,
@@ -28,8 +29,9 @@ from posenc_jax.outputs import (
     write_results,
 )
 from posenc_jax.provenance import provenance
+from posenc_jax.run_log import LogPosition
 from posenc_jax.sharding import device_mesh
-from posenc_jax.train import train
+from posenc_jax.train import ResumePoint, TrainState, train
 
 
 def run(
@@ -44,10 +46,15 @@ def run(
     With train.distributed, every process of the run calls this with the same arguments; only
     process 0 writes (`distributed.py`).
 
-    Raises ConfigError, before anything is written, if `out_dir` already holds a finished run,
-    if the process may not open enough files for train.num_seeds replicas' logs, if
-    train.distributed finds no cluster, or if the visible devices cannot split the work as
-    train.sharding asks."""
+    A folder left unfinished by an earlier attempt with the same settings is resumed: from its
+    newest complete training checkpoint (`checkpoint.TrainingCheckpoints`), its logs cut back
+    to where that checkpoint left them, or from step 0, its logs emptied, if it has none. The
+    results equal those of a run never interrupted, timing aside.
+
+    Raises ConfigError, before anything is written, if `out_dir` already holds a finished run
+    or an unfinished one with other settings, if the process may not open enough files for
+    train.num_seeds replicas' logs, if train.distributed finds no cluster, or if the visible
+    devices cannot split the work as train.sharding asks."""
     run_dir = Path(out_dir).absolute()
     if (run_dir / RESULTS_FILE).exists():
         raise ConfigError(
@@ -55,17 +62,24 @@ def run(
             f"overwrite it. Choose another output directory: hydra.run.dir=... for one run, or "
             f"hydra.sweep.dir=... for a sweep."
         )
+    stored = _unfinished_run_settings(run_dir, settings)
     reserve_open_files(settings)
     initialize(settings)  # before any device is touched
     require_same_run(settings, run_dir)
     device_mesh(settings)  # the devices can split the work: checked before anything is written
     origin = provenance(command)  # the code as it starts, before a long run lets it change
     writer = writes_outputs()
-    if writer:
+    if writer and stored is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+    checkpoints = TrainingCheckpoints(run_dir, settings.train.checkpoints_to_keep)
+    resume, positions = None, None
+    if stored is not None:
+        resume, positions = _resume_point(checkpoints, settings)
+        if writer:
+            print(f"Resuming {run_dir} from step {resume.step if resume else 0}.")
 
-    with run_logs(run_dir, settings, write=writer) as logs:
+    with run_logs(run_dir, settings, write=writer, resume_at=positions) as logs:
         with tqdm(
             total=settings.train.steps,
             desc=run_title(settings),
@@ -82,7 +96,14 @@ def run(
                     acc=f"{np.mean([s['train/acc'] for s in per_seed]):.3f}",
                 )
 
-            outcome = train(settings, on_log)
+            def on_checkpoint(step: int, state: TrainState, replicas: list[dict]) -> None:
+                progress = {"replicas": replicas, "logs": logs.positions(step)}
+                checkpoints.save(step, state, progress)
+
+            try:
+                outcome = train(settings, on_log, resume, on_checkpoint)
+            finally:
+                checkpoints.close()
         step = outcome.summary["steps"]
         completed = [s["status"] == "completed" for s in outcome.seed_summaries]
         evaluations: list[dict[str, Any] | None] = [None] * len(completed)
@@ -115,3 +136,41 @@ def run(
         if writer:
             write_results(run_dir, results)
     return results
+
+
+def _unfinished_run_settings(run_dir: Path, settings: Settings) -> dict[str, Any] | None:
+    """The settings of the unfinished run in `run_dir` (its config.yaml), None if the folder
+    holds no run; ConfigError if they are not `settings`: resuming would mix two runs."""
+    config = run_dir / CONFIG_FILE
+    if not config.is_file():
+        return None
+    stored = yaml.safe_load(config.read_text())
+    wanted = settings.to_dict()
+    if stored == wanted:
+        return stored
+    wanted_flat, stored_flat = flatten(wanted), flatten(stored)
+    differ = sorted(
+        key
+        for key in wanted_flat.keys() | stored_flat.keys()
+        if wanted_flat.get(key) != stored_flat.get(key)
+    )
+    raise ConfigError(
+        f"{run_dir} holds an unfinished run with other settings ({', '.join(differ[:5])} "
+        f"differ{', ...' if len(differ) > 5 else ''}), so this run cannot resume it. Rerun "
+        f"the command that started it to resume it, or choose another folder "
+        f"(hydra.run.dir=...); nothing was changed."
+    )
+
+
+def _resume_point(
+    checkpoints: TrainingCheckpoints, settings: Settings
+) -> tuple[ResumePoint | None, list[LogPosition]]:
+    """Where an unfinished run goes on from, and where each of its logs must be cut back to:
+    its newest checkpoint, or step 0 and empty logs if it has none."""
+    latest = checkpoints.latest(settings)
+    logs = 1 + (settings.train.num_seeds if settings.train.num_seeds > 1 else 0)
+    if latest is None:
+        return None, [LogPosition(0, 0)] * logs
+    state, progress = latest
+    positions = [LogPosition(*position) for position in progress["logs"]]
+    return ResumePoint(positions[0].step, state, progress["replicas"]), positions

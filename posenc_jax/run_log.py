@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tensorboardX import SummaryWriter
+
+
+class LogPosition(NamedTuple):
+    step: int  # the last step logged
+    jsonl_bytes: int  # the length of metrics.jsonl after it
 
 
 def json_safe(value: Any) -> Any:
@@ -30,9 +36,23 @@ def json_safe(value: Any) -> Any:
 
 
 class RunLog:
-    def __init__(self, run_dir: Path):
-        self.events = SummaryWriter(logdir=str(run_dir))
-        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+    def __init__(self, run_dir: Path, resume_at: LogPosition | None = None):
+        """Open the logs of `run_dir`; with `resume_at` (a resumed run), drop what was logged
+        after that position: metrics.jsonl is cut back to it, and TensorBoard is told to
+        discard the earlier event files' steps from resume_at.step + 1 on (`purge_step`)."""
+        jsonl = run_dir / "metrics.jsonl"
+        if resume_at is not None and jsonl.exists():
+            os.truncate(jsonl, resume_at.jsonl_bytes)
+        purge_step = None if resume_at is None else resume_at.step + 1
+        self.events = SummaryWriter(logdir=str(run_dir), purge_step=purge_step)
+        self.jsonl = open(jsonl, "a", encoding="utf-8")
+
+    def position(self, step: int) -> LogPosition:
+        """Flush everything logged so far and say where it ends: what a checkpoint at `step`
+        records, so that a run resumed from it logs every later step exactly once."""
+        self.events.flush()
+        self.jsonl.flush()
+        return LogPosition(step, self.jsonl.tell())
 
     def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
         """Log scalars under stable tags. None (not measurable) and non-finite values go to the
@@ -72,6 +92,9 @@ class DiscardedLog(RunLog):
 
     def __init__(self) -> None:
         pass
+
+    def position(self, step: int) -> LogPosition:
+        return LogPosition(step, 0)
 
     def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
         pass

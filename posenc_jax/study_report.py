@@ -61,6 +61,8 @@ UNSHOWN_KEYS = ("eval.lengths",)
 EXECUTION_KEYS = (
     "train.sharding",
     "train.distributed",
+    "train.checkpoint_every",
+    "train.checkpoints_to_keep",
     "train.microbatch",
     "train.steps_per_dispatch",
     "train.log_every",

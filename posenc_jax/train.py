@@ -207,11 +207,25 @@ class TrainOutcome(NamedTuple):
     seed_summaries: list[dict[str, Any]]
 
 
+class ResumePoint(NamedTuple):
+    """Where an interrupted run goes on from: a checkpoint's state and replica summaries."""
+
+    step: int
+    state: TrainState
+    replicas: list[dict[str, Any]]  # as TrainOutcome.seed_summaries, so far
+
+
 def train(
-    settings: Settings, on_log: Callable[[int, list[dict[str, float]]], None]
+    settings: Settings,
+    on_log: Callable[[int, list[dict[str, float]]], None],
+    resume: ResumePoint | None = None,
+    on_checkpoint: Callable[[int, TrainState, list[dict[str, Any]]], None] | None = None,
 ) -> TrainOutcome:
-    """Run the training loop. `on_log(step, scalars)` is called at every log step (host side),
-    with one dict of scalars per replica (one, unless train.num_seeds > 1).
+    """Run the training loop, from step 0 or from `resume`. `on_log(step, scalars)` is called
+    at every log step (host side), with one dict of scalars per replica (one, unless
+    train.num_seeds > 1). `on_checkpoint(step, state, replicas)` is called after the log of the
+    first log step of every train.checkpoint_every steps, and after the last step: a run
+    resumed from there takes the same steps as one never interrupted.
 
     A replica whose loss becomes NaN or infinite is "diverged"; training stops early when all
     have. summary["status"] is "completed" if every replica completed, else "diverged". With one
@@ -219,19 +233,22 @@ def train(
     """
     cfg = settings.train
     graphdef, state, optimizer = init_state(settings)
-    state = place_state(state, device_mesh(settings))
     replicas = [
         {"seed": seed, "status": "completed", "steps": cfg.steps}
         for seed in seeds.seeds_of(settings)
     ]
+    done = 0
+    if resume is not None:
+        done, state, replicas = resume.step, resume.state, [dict(r) for r in resume.replicas]
+    state = place_state(state, device_mesh(settings))
+    last_checkpoint = done
     schedule = learning_rate_schedule(settings.optim, cfg.steps)
     # One compiled program per chunk size (a final short chunk adds one).
     chunks: dict[int, Callable] = {}
     window = None
     start = time.perf_counter()
     first_dispatch_s = None
-    steady_start, steady_step = start, 0
-    done = 0
+    steady_start, steady_step = start, done
     while done < cfg.steps:
         size = min(cfg.steps_per_dispatch, cfg.steps - done)
         if size not in chunks:
@@ -256,6 +273,11 @@ def train(
                         replica.update(status="diverged", steps=done)
             if all(replica["status"] == "diverged" for replica in replicas):
                 break
+            every = cfg.checkpoint_every
+            due = every is not None and done // every > last_checkpoint // every
+            if on_checkpoint is not None and (due or done == cfg.steps):
+                on_checkpoint(done, state, replicas)
+                last_checkpoint = done
     jax.block_until_ready(state.params)
     end = time.perf_counter()
     steady_steps = done - steady_step
