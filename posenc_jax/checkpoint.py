@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from posenc_jax import metrics
 from posenc_jax.config import Settings
+from posenc_jax.distributed import to_host
 from posenc_jax.errors import ConfigError
 from posenc_jax.model import build_model
 from posenc_jax.train import TrainState, abstract_init_state
@@ -82,19 +85,33 @@ class TrainingCheckpoints:
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
 
-    def save(self, step: int, state: TrainState, progress: dict[str, Any]) -> None:
-        """Start writing the checkpoint of `step` (returns before it is on disk)."""
+    def save(
+        self,
+        step: int,
+        state: TrainState,
+        progress: dict[str, Any],
+        window: metrics.Counts | None = None,
+    ) -> None:
+        """Start writing the checkpoint of `step` (returns before it is on disk). `window`, the
+        metric counts since the last log step, goes into the progress record as exact numbers
+        (float32 values are exact in JSON's doubles)."""
+        if window is not None:
+            window = jax.tree.map(
+                lambda a: {"dtype": a.dtype.name, "values": a.tolist()}, to_host(window)
+            )
         self._manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(_with_key_data(state)),
-                progress=ocp.args.JsonSave(progress),
+                progress=ocp.args.JsonSave({**progress, "window": window and window._asdict()}),
             ),
         )
 
-    def latest(self, settings: Settings) -> tuple[TrainState, dict[str, Any]] | None:
-        """(state, progress) of the newest complete checkpoint, on this process's first device;
-        None if there is none."""
+    def latest(
+        self, settings: Settings
+    ) -> tuple[TrainState, dict[str, Any], metrics.Counts | None] | None:
+        """(state, progress, window) of the newest complete checkpoint, on this process's first
+        device; None if there is none."""
         step = self._manager.latest_step()
         if step is None:
             return None
@@ -111,7 +128,12 @@ class TrainingCheckpoints:
             ),
         )
         state, progress = restored["state"], restored["progress"]
-        return state._replace(data_key=jax.random.wrap_key_data(state.data_key)), progress
+        window = progress.pop("window", None)
+        if window is not None:
+            window = metrics.Counts(
+                **{k: jnp.asarray(v["values"], v["dtype"]) for k, v in window.items()}
+            )
+        return state._replace(data_key=jax.random.wrap_key_data(state.data_key)), progress, window
 
     def close(self) -> None:
         """Wait until every checkpoint started is on disk."""

@@ -44,6 +44,7 @@ from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 from posenc_jax.spec import construct
 from posenc_jax.study_report import DEFAULT_THRESHOLD, write_report
+from posenc_jax.train import Preempted
 
 
 def config_dir() -> str:
@@ -77,6 +78,10 @@ def compose_settings(overrides: Sequence[str]) -> Settings:
 OmegaConf.register_new_resolver("seed_label", seed_label, replace=True)
 
 
+# The shell's status for a process ended by SIGTERM (128 + 15): a stopped run is not a success.
+PREEMPTED_EXIT_STATUS = 143
+
+
 def _train(cfg: DictConfig) -> float | None:
     def start():
         hydra_config = HydraConfig.get()
@@ -93,7 +98,16 @@ def _train(cfg: DictConfig) -> float | None:
         # (a study config refuses to run without it), not the whole sweep's.
         sweep = ["-m"] if hydra_config.mode == RunMode.MULTIRUN else []
         command = shlex.join(["posenc-train", *sweep, *hydra_config.overrides.task])
-        results = run(settings, run_dir, command=command)
+        try:
+            results = run(settings, run_dir, command=command)
+        except Preempted as stopped:
+            print(
+                f"posenc-train: stopped by SIGTERM at step {stopped.step}, after saving a "
+                f"checkpoint there. Run the same command into the same folder to resume: "
+                f"{command} hydra.run.dir={shlex.quote(run_dir)}",
+                file=sys.stderr,
+            )
+            sys.exit(PREEMPTED_EXIT_STATUS)
         if writes_outputs():
             print(f"run folder: {run_dir}")
         return results

@@ -5,7 +5,11 @@ The files of a run folder, and the results schema, are defined in `outputs.py`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ from tqdm.auto import tqdm
 
 from posenc_jax.checkpoint import TrainingCheckpoints, save_params
 from posenc_jax.config import Settings
-from posenc_jax.distributed import initialize, require_same_run, writes_outputs
+from posenc_jax.distributed import initialize, require_same_run, to_host, writes_outputs
 from posenc_jax.errors import ConfigError
 from posenc_jax.outputs import (
     CONFIG_FILE,
@@ -96,12 +100,13 @@ def run(
                     acc=f"{np.mean([s['train/acc'] for s in per_seed]):.3f}",
                 )
 
-            def on_checkpoint(step: int, state: TrainState, replicas: list[dict]) -> None:
+            def on_checkpoint(step: int, state: TrainState, replicas: list[dict], window) -> None:
                 progress = {"replicas": replicas, "logs": logs.positions(step)}
-                checkpoints.save(step, state, progress)
+                checkpoints.save(step, state, progress, window)
 
             try:
-                outcome = train(settings, on_log, resume, on_checkpoint)
+                with sigterm_requests_stop() as stop_requested:
+                    outcome = train(settings, on_log, resume, on_checkpoint, stop_requested)
             finally:
                 checkpoints.close()
         step = outcome.summary["steps"]
@@ -171,6 +176,24 @@ def _resume_point(
     logs = 1 + (settings.train.num_seeds if settings.train.num_seeds > 1 else 0)
     if latest is None:
         return None, [LogPosition(0, 0)] * logs
-    state, progress = latest
+    state, progress, window = latest
     positions = [LogPosition(*position) for position in progress["logs"]]
-    return ResumePoint(positions[0].step, state, progress["replicas"]), positions
+    step = int(np.max(to_host(state.step)))
+    return ResumePoint(step, state, progress["replicas"], window), positions
+
+
+@contextlib.contextmanager
+def sigterm_requests_stop() -> Iterator[Callable[[], bool]]:
+    """While inside, SIGTERM (what SLURM sends before it kills a job) does not kill the process
+    but makes the returned function say True, so training can stop at the end of its chunk
+    with a checkpoint (`train.Preempted`). The previous handler is restored on exit. Outside
+    the main thread, where Python cannot handle signals, SIGTERM is left as it is."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: requested.set())
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -208,24 +208,40 @@ class TrainOutcome(NamedTuple):
 
 
 class ResumePoint(NamedTuple):
-    """Where an interrupted run goes on from: a checkpoint's state and replica summaries."""
+    """Where an interrupted run goes on from: a checkpoint's state, replica summaries, and the
+    metric counts summed since the last log step (None at a log step)."""
 
     step: int
     state: TrainState
     replicas: list[dict[str, Any]]  # as TrainOutcome.seed_summaries, so far
+    window: metrics.Counts | None = None
+
+
+class Preempted(Exception):
+    """Training stopped at `step` because a stop was requested (SIGTERM), with a checkpoint
+    saved there to resume from."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step}")
+        self.step = step
 
 
 def train(
     settings: Settings,
     on_log: Callable[[int, list[dict[str, float]]], None],
     resume: ResumePoint | None = None,
-    on_checkpoint: Callable[[int, TrainState, list[dict[str, Any]]], None] | None = None,
+    on_checkpoint: Callable[..., None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> TrainOutcome:
     """Run the training loop, from step 0 or from `resume`. `on_log(step, scalars)` is called
     at every log step (host side), with one dict of scalars per replica (one, unless
-    train.num_seeds > 1). `on_checkpoint(step, state, replicas)` is called after the log of the
-    first log step of every train.checkpoint_every steps, and after the last step: a run
-    resumed from there takes the same steps as one never interrupted.
+    train.num_seeds > 1). `on_checkpoint(step, state, replicas, window)` is called after the
+    log of the first log step of every train.checkpoint_every steps, and after the last step: a
+    run resumed from there takes the same steps as one never interrupted. `window` is the
+    metric counts since the last log step (None at one).
+
+    `stop_requested()` is asked after every dispatched chunk; when it says yes, training saves
+    a checkpoint at that step (`on_checkpoint`) and raises `Preempted`.
 
     A replica whose loss becomes NaN or infinite is "diverged"; training stops early when all
     have. summary["status"] is "completed" if every replica completed, else "diverged". With one
@@ -237,15 +253,15 @@ def train(
         {"seed": seed, "status": "completed", "steps": cfg.steps}
         for seed in seeds.seeds_of(settings)
     ]
-    done = 0
+    done, window = 0, None
     if resume is not None:
-        done, state, replicas = resume.step, resume.state, [dict(r) for r in resume.replicas]
+        done, state, window = resume.step, resume.state, resume.window
+        replicas = [dict(replica) for replica in resume.replicas]
     state = place_state(state, device_mesh(settings))
     last_checkpoint = done
     schedule = learning_rate_schedule(settings.optim, cfg.steps)
     # One compiled program per chunk size (a final short chunk adds one).
     chunks: dict[int, Callable] = {}
-    window = None
     start = time.perf_counter()
     first_dispatch_s = None
     steady_start, steady_step = start, done
@@ -276,8 +292,12 @@ def train(
             every = cfg.checkpoint_every
             due = every is not None and done // every > last_checkpoint // every
             if on_checkpoint is not None and (due or done == cfg.steps):
-                on_checkpoint(done, state, replicas)
+                on_checkpoint(done, state, replicas, None)
                 last_checkpoint = done
+        if on_checkpoint is not None and done < cfg.steps and stop_requested():
+            if last_checkpoint != done:
+                on_checkpoint(done, state, replicas, window)
+            raise Preempted(done)
     jax.block_until_ready(state.params)
     end = time.perf_counter()
     steady_steps = done - steady_step

@@ -3,18 +3,28 @@ its first one, or during evaluation, is resumed by running it again into the sam
 ends with the results and logs of a run never interrupted (timing aside); a folder holding
 another run's settings is refused and left as it was.
 
-The interruption here is an exception raised while logging a chosen step (the process goes on,
-so this checks the folder states and the bookkeeping, not a killed process's files)."""
+The first tests interrupt a run with an exception raised while logging a chosen step (the
+process goes on: they check the folder states and the bookkeeping); the last ones send
+posenc-train SIGTERM or SIGKILL once its first checkpoint is on disk."""
 
+import contextlib
 import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from posenc_jax import outputs, run_log
+from posenc_jax import run as run_module
 from posenc_jax.errors import ConfigError
 from posenc_jax.run import run
+from posenc_jax.train import Preempted
 
 from helpers import make_settings
 
@@ -94,6 +104,29 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_results(
     assert [s for s, _ in logged_steps(alone_dir / log, "train/loss")] == [10, 20, 30, 40]
 
 
+def test_a_stop_between_log_steps_resumes_with_the_counts_since_the_last_log(monkeypatch, tmp_path):
+    """A stop request (SIGTERM) is honoured after the chunk that ends at step 15, between the
+    log steps 10 and 20: the checkpoint carries the counts of steps 11-15, so the resumed log
+    of step 20 is the uninterrupted one."""
+    asks = iter(range(1000))
+
+    @contextlib.contextmanager
+    def stop_at_step_15():
+        yield lambda: next(asks) == 2  # asked after steps 5, 10, 15, ...
+
+    monkeypatch.setattr(run_module, "sigterm_requests_stop", stop_at_step_15)
+    settings = make_settings("task=reverse", "train.steps=40")
+    with pytest.raises(Preempted, match="stopped at step 15"):
+        run(settings, tmp_path / "resumed", show_progress=False)
+    monkeypatch.undo()
+    resumed = run(settings, tmp_path / "resumed", show_progress=False)
+    alone = run(settings, tmp_path / "alone", show_progress=False)
+    assert without_timing(resumed) == without_timing(alone)
+    assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == (
+        tmp_path / "alone" / "metrics.jsonl"
+    ).read_text()
+
+
 def test_a_run_interrupted_during_evaluation_finishes_on_rerun(monkeypatch, tmp_path):
     """The folder the issue names: trained, parameters saved, no results.json. The rerun
     restores the last checkpoint (the end of training) and evaluates, with nothing trained
@@ -117,3 +150,86 @@ def test_a_folder_holding_another_runs_settings_is_refused_unchanged(monkeypatch
     with pytest.raises(ConfigError, match="holds an unfinished run with other settings \\(seed"):
         run(other, tmp_path, show_progress=False)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+# A run long enough to be stopped between its first checkpoint and its end.
+KILLABLE = [
+    "task=reverse",
+    "model.d_model=32",
+    "task.train_max_len=6",
+    "eval.max_len=12",
+    "eval.examples_per_length=16",
+    "train.batch_size=16",
+    "train.steps=3000",
+    "train.log_every=10",
+    "train.steps_per_dispatch=5",
+    "train.checkpoint_every=100",
+]
+
+
+def complete_checkpoints(run_dir: Path) -> list[int]:
+    """The steps of the training checkpoints orbax has finished (a finished one is renamed to
+    its step; one still being written has a temporary name)."""
+    folder = run_dir / "train_state"
+    return (
+        sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()) if folder.is_dir() else []
+    )
+
+
+def start_and_signal(run_dir: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
+    """posenc-train KILLABLE into run_dir, sent `sig` once its first checkpoint is complete."""
+    command = [sys.executable, "-m", "posenc_jax", *KILLABLE, f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(run_dir) and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    return folder, run(make_settings(*KILLABLE, fast=False), folder, show_progress=False)
+
+
+def resume_and_compare(run_dir: Path, uninterrupted) -> None:
+    again = subprocess.run(
+        [sys.executable, "-m", "posenc_jax", *KILLABLE, f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Resuming" in again.stdout
+    folder, results = uninterrupted
+    written = json.loads((run_dir / outputs.RESULTS_FILE).read_text())
+    assert without_timing(written) == without_timing(results)
+    assert (run_dir / "metrics.jsonl").read_text() == (folder / "metrics.jsonl").read_text()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_then_the_rerun_completes(tmp_path, uninterrupted):
+    stopped = start_and_signal(tmp_path / "run", signal.SIGTERM)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    step = int(re.search(r"stopped by SIGTERM at step (\d+), after saving", stopped.stderr)[1])
+    assert 0 < step < 3000 and complete_checkpoints(tmp_path / "run")[-1] == step
+    resume_and_compare(tmp_path / "run", uninterrupted)
+
+
+def test_sigkill_after_a_checkpoint_and_a_save_cut_short_then_the_rerun_completes(
+    tmp_path, uninterrupted
+):
+    """SIGKILL gives no chance to save: the rerun starts from the newest complete checkpoint.
+    A save cut short by the kill is left under orbax's temporary name; one is planted here,
+    for a later step with a truncated file, and the rerun ignores it."""
+    killed = start_and_signal(tmp_path / "run", signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    first = complete_checkpoints(tmp_path / "run")[-1]
+    partial = tmp_path / "run" / "train_state" / f"{first + 100}.orbax-checkpoint-tmp-1"
+    shutil.copytree(tmp_path / "run" / "train_state" / str(first), partial)
+    for file in partial.rglob("*"):
+        if file.is_file():
+            file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
+    resume_and_compare(tmp_path / "run", uninterrupted)
