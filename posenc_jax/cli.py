@@ -84,6 +84,16 @@ PREEMPTED_EXIT_STATUS = 143
 
 def _train(cfg: DictConfig) -> float | None:
     def start():
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            return train_into(run_dir)
+        except ConfigError:
+            # Hydra made the folder before this command could refuse: leave none behind.
+            if run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+            raise
+
+    def train_into(run_dir: Path):
         hydra_config = HydraConfig.get()
         if hydra_config.mode == RunMode.RUN and hydra_config.sweeper.params:
             swept = ", ".join(f"{k}={v}" for k, v in hydra_config.sweeper.params.items())
@@ -93,7 +103,6 @@ def _train(cfg: DictConfig) -> float | None:
                 f"({shlex.join(['posenc-train', '-m', *hydra_config.overrides.task])})."
             )
         settings = settings_from_dict(_plain(cfg))
-        run_dir = hydra_config.runtime.output_dir
         # The command that reproduces this one run: in a sweep, this job's overrides with -m
         # (a study config refuses to run without it), not the whole sweep's.
         sweep = ["-m"] if hydra_config.mode == RunMode.MULTIRUN else []
@@ -104,7 +113,7 @@ def _train(cfg: DictConfig) -> float | None:
             print(
                 f"posenc-train: stopped by SIGTERM at step {stopped.step}, after saving a "
                 f"checkpoint there. Run the same command into the same folder to resume: "
-                f"{command} hydra.run.dir={shlex.quote(run_dir)}",
+                f"{command} hydra.run.dir={shlex.quote(str(run_dir))}",
                 file=sys.stderr,
             )
             sys.exit(PREEMPTED_EXIT_STATUS)

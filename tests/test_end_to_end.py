@@ -168,8 +168,20 @@ def test_cli_trains_decoder_and_prints_table(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["config"]["model"]["causal"] is True and results["config"]["seed"] == 3
     assert results["eval"]["scoring"] == "greedy"
-    assert (tmp_path / ".hydra" / "config.yaml").exists()
+    assert not (tmp_path / ".hydra").exists()  # config.yaml and provenance.command say it all
     assert not list(tmp_path.glob("*.log"))  # the console has the log; no empty cli.log
+    # Refused into that finished folder (here for another seed): every file stays as it was.
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
+    again = _cli(tmp_path, *FAST, "encoding=sinusoidal", "task=reverse", "seed=4")
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_refused_config_leaves_no_folder_behind(tmp_path):
+    done = _cli(tmp_path / "run", "train.batch_size=0")
+    assert done.returncode == 2 and "train.batch_size=0 must be positive" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
