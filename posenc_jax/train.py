@@ -41,6 +41,10 @@ class TrainState(NamedTuple):
     opt_state: Any
     step: jax.Array  # int32 scalar: steps taken so far
     data_key: jax.Array  # base key of the data stream
+    # int32 scalar: the first step whose loss or gradient was not finite (1-based, as steps are
+    # counted in the logs); 0 while every step has been finite. Kept on the device, so finding
+    # it costs no host read until a log step.
+    first_nonfinite_step: jax.Array
 
 
 def learning_rate_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -81,7 +85,13 @@ def init_state(settings: Settings) -> tuple[nnx.GraphDef, TrainState, optax.Grad
         init_key, data_key = jax.random.split(jax.random.key(settings.seed + index))
         graphdef, params = nnx.split(build_model(settings, init_key), nnx.Param)
         states.append(
-            TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), data_key)
+            TrainState(
+                params,
+                optimizer.init(params),
+                jnp.zeros((), jnp.int32),
+                data_key,
+                jnp.zeros((), jnp.int32),
+            )
         )
     return graphdef, seeds.stack(states), optimizer
 
@@ -182,7 +192,10 @@ def make_train_chunk(
         (_, counts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batches)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = project_parameters(graphdef, optax.apply_updates(state.params, updates))
-        return TrainState(params, opt_state, state.step + 1, state.data_key), counts
+        finite = jnp.isfinite(counts.nll.sum()) & jnp.isfinite(optax.tree.norm(grads))
+        first = state.first_nonfinite_step
+        first = jnp.where((first == 0) & ~finite, state.step + 1, first)
+        return TrainState(params, opt_state, state.step + 1, state.data_key, first), counts
 
     def chunk(state: TrainState, first_step: jax.Array):
         steps = first_step + jnp.arange(num_steps, dtype=jnp.int32)
@@ -243,9 +256,11 @@ def train(
     `stop_requested()` is asked after every dispatched chunk; when it says yes, training saves
     a checkpoint at that step (`on_checkpoint`) and raises `Preempted`.
 
-    A replica whose loss becomes NaN or infinite is "diverged"; training stops early when all
-    have. summary["status"] is "completed" if every replica completed, else "diverged". With one
-    seed, the summary holds that seed's steps, final_loss and final_acc too.
+    A replica whose loss or gradient becomes NaN or infinite is "diverged" from that step on
+    (found at the next log step); training stops early when all have, and takes no checkpoint
+    of a state in which every replica has diverged. summary["status"] is "completed" if every
+    replica completed, else "diverged". With one seed, the summary holds that seed's steps,
+    final_loss and final_acc too.
     """
     cfg = settings.train
     graphdef, state, optimizer = init_state(settings)
@@ -278,15 +293,18 @@ def train(
             first_dispatch_s = steady_start - start
         if done % cfg.log_every == 0 or done == cfg.steps:
             learning_rate = float(np.asarray(schedule(done - 1)))
-            per_seed = seeds.split_host(window, cfg.num_seeds)
-            logged = [_scalars(counts, learning_rate) for counts in per_seed]
+            # One read for the window's counts and the first non-finite step of each replica.
+            per_seed = seeds.split_host((window, state.first_nonfinite_step), cfg.num_seeds)
+            logged = [_scalars(counts, learning_rate) for counts, _ in per_seed]
             window = None
             on_log(done, logged)
-            for replica, scalars in zip(replicas, logged, strict=True):
+            for replica, scalars, (_, first_nonfinite) in zip(
+                replicas, logged, per_seed, strict=True
+            ):
                 if replica["status"] == "completed":
                     replica.update(final_loss=scalars["train/loss"], final_acc=scalars["train/acc"])
-                    if not np.isfinite(scalars["train/loss"]):
-                        replica.update(status="diverged", steps=done)
+                    if first_nonfinite:
+                        replica.update(status="diverged", steps=int(first_nonfinite))
             if all(replica["status"] == "diverged" for replica in replicas):
                 break
             every = cfg.checkpoint_every
