@@ -21,6 +21,7 @@ from posenc_jax.checkpoint import TrainingCheckpoints, save_params
 from posenc_jax.config import Settings
 from posenc_jax.distributed import initialize, require_same_run, to_host, writes_outputs
 from posenc_jax.errors import ConfigError
+from posenc_jax.metrics import Counts
 from posenc_jax.outputs import (
     CONFIG_FILE,
     RESULTS_FILE,
@@ -100,7 +101,9 @@ def run(
                     acc=f"{np.mean([s['train/acc'] for s in per_seed]):.3f}",
                 )
 
-            def on_checkpoint(step: int, state: TrainState, replicas: list[dict], window) -> None:
+            def on_checkpoint(
+                step: int, state: TrainState, replicas: list[dict], window: Counts | None
+            ) -> None:
                 progress = {"replicas": replicas, "logs": logs.positions(step)}
                 checkpoints.save(step, state, progress, window)
 
@@ -131,7 +134,8 @@ def run(
         ]
         if diverged and writer:
             print(
-                f"The loss is not finite ({', '.join(diverged)}): status 'diverged', and "
+                f"The loss or its gradient is not finite ({', '.join(diverged)}): status "
+                f"'diverged', the last good checkpoint kept, and "
                 f"{'it was' if len(diverged) == 1 else 'they were'} not evaluated. Lower "
                 f"optim.learning_rate or check the config."
             )
