@@ -80,8 +80,9 @@ class TrainingCheckpoints:
     train.checkpoints_to_keep are kept."""
 
     def __init__(self, run_dir: Path, keep: int):
+        self.folder = Path(run_dir).absolute() / TRAIN_STATE_DIR
         self._manager = ocp.CheckpointManager(
-            Path(run_dir).absolute() / TRAIN_STATE_DIR,
+            self.folder,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
 

@@ -153,7 +153,16 @@ def _unfinished_run_settings(run_dir: Path, settings: Settings) -> dict[str, Any
     config = run_dir / CONFIG_FILE
     if not config.is_file():
         return None
-    stored = yaml.safe_load(config.read_text())
+    try:
+        stored = yaml.safe_load(config.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        stored = error
+    if not isinstance(stored, dict):
+        raise ConfigError(
+            f"{config} is not a run's config (it does not read as a mapping of settings), so "
+            f"{run_dir} cannot be resumed or used for a new run; nothing was changed. Choose "
+            f"another folder (hydra.run.dir=...)."
+        )
     wanted = settings.to_dict()
     if stored == wanted:
         return stored
@@ -176,7 +185,18 @@ def _resume_point(
 ) -> tuple[ResumePoint | None, list[LogPosition]]:
     """Where an unfinished run goes on from, and where each of its logs must be cut back to:
     its newest checkpoint, or step 0 and empty logs if it has none."""
-    latest = checkpoints.latest(settings)
+    try:
+        latest = checkpoints.latest(settings)
+    except Exception as error:  # orbax raises many types for unreadable files; all mean the same
+        checkpoints.close()
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"The newest training checkpoint in {checkpoints.folder} cannot be read as this "
+            f"run's ({type(error).__name__}: {reason}): it is corrupt, or from another run. "
+            f"Nothing was trained or changed. Remove that checkpoint's step folder to resume from "
+            f"the one before it, or the whole folder to start over from step 0, or choose "
+            f"another run folder (hydra.run.dir=...)."
+        ) from error
     logs = 1 + (settings.train.num_seeds if settings.train.num_seeds > 1 else 0)
     if latest is None:
         return None, [LogPosition(0, 0)] * logs

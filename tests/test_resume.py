@@ -26,7 +26,7 @@ from posenc_jax.errors import ConfigError
 from posenc_jax.run import run
 from posenc_jax.train import Preempted
 
-from helpers import make_settings
+from helpers import FAST, make_settings
 
 TIMING = {"wall_s", "first_dispatch_s", "steps_per_s", "provenance"}
 
@@ -233,3 +233,62 @@ def test_sigkill_after_a_checkpoint_and_a_save_cut_short_then_the_rerun_complete
         if file.is_file():
             file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
     resume_and_compare(tmp_path / "run", uninterrupted)
+
+
+def interrupted_folder(monkeypatch, tmp_path, *overrides) -> Path:
+    """An unfinished run folder with checkpoints at steps 10 and 20."""
+    settings = make_settings(
+        "task=reverse", "train.steps=40", "train.checkpoint_every=10", *overrides
+    )
+    interrupt_at(monkeypatch, 30)
+    with pytest.raises(Interrupted):
+        run(settings, tmp_path, show_progress=False)
+    return tmp_path
+
+
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def corrupt(folder: Path) -> None:
+    for file in (folder / "train_state" / "20").rglob("*"):
+        if file.is_file():
+            file.write_bytes(b"not a checkpoint")
+
+
+def foreign(folder: Path) -> None:
+    """Put another model's checkpoints (d_model 16 instead of 32) in place of the run's."""
+    other = interrupted_folder(pytest.MonkeyPatch(), folder.parent / "other", "model.d_model=16")
+    shutil.rmtree(folder / "train_state")
+    shutil.copytree(other / "train_state", folder / "train_state")
+
+
+@pytest.mark.parametrize("damage", [corrupt, foreign])
+def test_an_unreadable_checkpoint_is_refused_before_training_and_changes_nothing(
+    monkeypatch, tmp_path, damage
+):
+    """Through posenc-train, in its own process: a failed orbax restore leaves asyncio tasks
+    whose later clean-up reports "Event loop is closed", which must not reach other tests."""
+    overrides = ["task=reverse", "train.steps=40", "train.checkpoint_every=10"]
+    folder = interrupted_folder(monkeypatch, tmp_path / "run")
+    damage(folder)
+    before = files_of(folder)
+    refused = subprocess.run(
+        [sys.executable, "-m", "posenc_jax", *FAST, *overrides, f"hydra.run.dir={folder}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2
+    assert re.search(
+        r"The newest training checkpoint in .*train_state cannot be read as this run's",
+        refused.stderr,
+    )
+    assert files_of(folder) == before
+
+
+def test_a_config_that_is_not_a_runs_is_refused(tmp_path):
+    (tmp_path / "config.yaml").write_text("[unclosed")
+    with pytest.raises(ConfigError, match="is not a run's config"):
+        run(make_settings("task=reverse"), tmp_path, show_progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
