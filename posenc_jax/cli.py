@@ -102,13 +102,17 @@ def _train(cfg: DictConfig) -> float | None:
                 f"so it would train one run only. Add -m to run the study "
                 f"({shlex.join(['posenc-train', '-m', *hydra_config.overrides.task])})."
             )
-        settings = settings_from_dict(_plain(cfg))
+        raw = _plain(cfg)
+        overwrite = raw.pop("overwrite", False)
+        if type(overwrite) is not bool:
+            raise ConfigError(f"overwrite={overwrite!r} must be true or false.")
+        settings = settings_from_dict(raw)
         # The command that reproduces this one run: in a sweep, this job's overrides with -m
         # (a study config refuses to run without it), not the whole sweep's.
         sweep = ["-m"] if hydra_config.mode == RunMode.MULTIRUN else []
         command = shlex.join(["posenc-train", *sweep, *hydra_config.overrides.task])
         try:
-            results = run(settings, run_dir, command=command)
+            results = run(settings, run_dir, command=command, overwrite=overwrite)
         except Preempted as stopped:
             print(
                 f"posenc-train: stopped by SIGTERM at step {stopped.step}, after saving a "

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -320,3 +321,32 @@ def record_evaluation(
             settings, kept, attention if completed[0] else [], run_dir, logs, step, tag
         )
     return kept
+
+
+# What a run writes into its folder (above), by glob: what overwrite=true deletes.
+RUN_FILES = (
+    "config.yaml",
+    "results.json",
+    "results_*.json",
+    "metrics.jsonl",
+    "events.out.tfevents.*",
+    "accuracy_vs_length*.png",
+    "attention*_layer*.png",
+    "checkpoint",
+    "train_state",
+    "hparams",
+    "hparams_*",
+    "seed_*",
+)
+
+
+def clear_run_files(run_dir: Path) -> None:
+    """Delete the files and folders a run writes in `run_dir` (`RUN_FILES`), and nothing else."""
+    if not run_dir.is_dir():
+        return
+    for pattern in RUN_FILES:
+        for path in run_dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()

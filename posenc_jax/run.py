@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import yaml
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from posenc_jax.checkpoint import TrainingCheckpoints, save_params
@@ -25,6 +27,7 @@ from posenc_jax.metrics import Counts
 from posenc_jax.outputs import (
     CONFIG_FILE,
     RESULTS_FILE,
+    clear_run_files,
     flatten,
     record_evaluation,
     reserve_open_files,
@@ -44,12 +47,16 @@ def run(
     out_dir: str | os.PathLike,
     show_progress: bool = True,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate `settings`, write every output into `out_dir`; returns results.json.
     `command` is recorded as the one that reproduces this run (see `provenance`).
 
     With train.distributed, every process of the run calls this with the same arguments; only
     process 0 writes (`distributed.py`).
+
+    overwrite=True starts over in a folder that holds a run, finished or not: once every check
+    has passed, the files a run writes there are deleted (`clear_run_files`; other files stay).
 
     A folder left unfinished by an earlier attempt with the same settings is resumed: from its
     newest complete training checkpoint (`checkpoint.TrainingCheckpoints`), its logs cut back
@@ -61,19 +68,24 @@ def run(
     train.num_seeds replicas' logs, if train.distributed finds no cluster, or if the visible
     devices cannot split the work as train.sharding asks."""
     run_dir = Path(out_dir).absolute()
-    if (run_dir / RESULTS_FILE).exists():
+    if (run_dir / RESULTS_FILE).exists() and not overwrite:
         raise ConfigError(
             f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to "
-            f"overwrite it. Choose another output directory: hydra.run.dir=... for one run, or "
-            f"hydra.sweep.dir=... for a sweep."
+            f"overwrite it. Choose another output directory (hydra.run.dir=... for one run, "
+            f"hydra.sweep.dir=... for a sweep), or add overwrite=true to start it over."
         )
-    stored = _unfinished_run_settings(run_dir, settings)
+    stored = None if overwrite else _unfinished_run_settings(run_dir, settings)
     reserve_open_files(settings)
     initialize(settings)  # before any device is touched
     require_same_run(settings, run_dir)
     device_mesh(settings)  # the devices can split the work: checked before anything is written
     origin = provenance(command)  # the code as it starts, before a long run lets it change
     writer = writes_outputs()
+    if overwrite:
+        if writer:
+            clear_run_files(run_dir)
+        if jax.process_count() > 1:  # no process writes before process 0 has cleared
+            multihost_utils.sync_global_devices("posenc_jax: run folder cleared")
     if writer and stored is None:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))

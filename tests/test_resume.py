@@ -292,3 +292,27 @@ def test_a_config_that_is_not_a_runs_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is not a run's config"):
         run(make_settings("task=reverse"), tmp_path, show_progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_overwrite_starts_a_finished_run_over_and_keeps_other_files(tmp_path):
+    first = run(make_settings("task=reverse", "seed=1"), tmp_path, show_progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    again = run(make_settings("task=reverse"), tmp_path, show_progress=False, overwrite=True)
+    alone = run(make_settings("task=reverse"), tmp_path / "alone", show_progress=False)
+    assert without_timing(again) == without_timing(alone) != without_timing(first)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # the old run's are gone
+    assert (tmp_path / "metrics.jsonl").read_text() == (
+        tmp_path / "alone" / "metrics.jsonl"
+    ).read_text()
+
+
+def test_overwrite_must_be_a_boolean(tmp_path):
+    refused = subprocess.run(
+        [sys.executable, "-m", "posenc_jax", "overwrite=maybe", f"hydra.run.dir={tmp_path / 'r'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2 and "overwrite='maybe' must be true or false." in refused.stderr
+    assert not (tmp_path / "r").exists()
