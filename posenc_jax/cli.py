@@ -13,16 +13,20 @@ posenc-inspect: Hydra composes `configs/inspect.yaml` (an encoding, a model, a l
 
 posenc-report: `<folder> [--out DIR] [--threshold T]`, see `study_report.py`.
 
-Bad values end with a one-paragraph `ConfigError` message and exit status 2.
+Bad values end with a one-paragraph `ConfigError` message and exit status 2, with its
+traceback too under HYDRA_FULL_ERROR=1 (Hydra's own switch for full errors).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import shlex
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,6 +34,9 @@ import hydra
 import jax
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -139,7 +146,52 @@ def _train(cfg: DictConfig) -> float | None:
     return results["eval"].get("acc_ood")
 
 
-main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_train)
+def _with_group_choices_checked(command: str, hydra_main: Callable[[], Any]) -> Callable[[], None]:
+    """`hydra_main` behind a check of its config-group overrides: Hydra answers a group given
+    a value that is not a name (encoding=5, task=null) with a raw ValueError traceback, and a
+    list (encoding=[rope,alibi]) by merging the configs, which then fail on each other's keys.
+    Each is refused here with a ConfigError that lists the choices. The arguments are read one
+    by one with Hydra's own override parser; what it cannot read (flags such as -m, or a
+    malformed override) is left to Hydra."""
+
+    def checked_main() -> None:
+        for override in _overrides_in(sys.argv[1:]):
+            folder = Path(config_dir()) / override.key_or_group
+            if override.is_delete() or override.package is not None or not folder.is_dir():
+                continue
+            values = (
+                list(override.sweep_iterator())
+                if override.is_sweep_override()
+                else [override.value()]
+            )
+            if all(isinstance(value, str) for value in values):
+                continue
+            group = override.key_or_group
+            choices = sorted(path.stem for path in folder.glob("*.yaml"))
+            _refuse(
+                command,
+                ConfigError(
+                    f"{override.input_line} does not name one config of group {group!r}; "
+                    f"choose one by name ({group}=<name>) from {choices}. To compare several, "
+                    f"sweep them with -m ({group}={','.join(choices[:2])})."
+                ),
+            )
+        hydra_main()
+
+    return checked_main
+
+
+def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
+    parser = OverridesParser.create()
+    for arg in argv:
+        with contextlib.suppress(OverrideParseException):
+            yield from parser.parse_overrides([arg])
+
+
+main = _with_group_choices_checked(
+    "posenc-train",
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_train),
+)
 
 EVAL_USAGE = """usage: posenc-eval run_dir=<dir> [tag=<name>] [key=value ...]
 
@@ -194,8 +246,7 @@ def report_main(argv: list[str] | None = None) -> None:
     try:
         text, written = write_report(args.folder, args.out, args.threshold)
     except ConfigError as error:
-        print(f"posenc-report: {error}", file=sys.stderr)
-        sys.exit(2)
+        _refuse("posenc-report", error)
     except OSError as error:
         print(f"posenc-report: cannot write the report: {error}", file=sys.stderr)
         sys.exit(2)
@@ -226,8 +277,9 @@ def _inspect(cfg: DictConfig) -> None:
     _run_command("posenc-inspect", start)
 
 
-inspect_main = hydra.main(version_base="1.3", config_path=config_dir(), config_name="inspect")(
-    _inspect
+inspect_main = _with_group_choices_checked(
+    "posenc-inspect",
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="inspect")(_inspect),
 )
 
 
@@ -248,5 +300,13 @@ def _run_command(command: str, start):
         enable_persistent_cache()
         return start()
     except ConfigError as error:
-        print(f"{command}: {error}", file=sys.stderr)
-        sys.exit(2)
+        _refuse(command, error)
+
+
+def _refuse(command: str, error: ConfigError) -> NoReturn:
+    """End `command` with the error's paragraph and exit status 2; with its traceback first
+    under HYDRA_FULL_ERROR=1, Hydra's switch for full errors."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        traceback.print_exception(error)
+    print(f"{command}: {error}", file=sys.stderr)
+    sys.exit(2)

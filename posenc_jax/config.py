@@ -8,13 +8,19 @@ anything is compiled. Nothing jitted ever sees a DictConfig.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from posenc_jax.decoding import DECODINGS, DEFAULT_DECODING
 from posenc_jax.encodings import EncodingSpec, make_encoding
-from posenc_jax.errors import ConfigError, require_int, require_positive, require_seed
+from posenc_jax.errors import (
+    ConfigError,
+    require_finite_at_least,
+    require_int,
+    require_positive,
+    require_positive_finite,
+    require_seed,
+)
 from posenc_jax.length_buckets import (
     MAX_PASSES_PER_STEP,
     passes_per_step,
@@ -52,13 +58,12 @@ class OptimConfig:
     def validate(self, total_steps: int) -> None:
         # Each bound is what optax needs to do what the name says: a clip <= 0 would flip or zero
         # every gradient, and a beta outside [0, 1) makes Adam's moments diverge.
-        _require_positive_finite("optim.learning_rate", self.learning_rate)
-        _require_positive_finite("optim.grad_clip", self.grad_clip)
+        require_positive_finite("optim.learning_rate", self.learning_rate)
+        require_positive_finite("optim.grad_clip", self.grad_clip)
         for name, beta in (("optim.b1", self.b1), ("optim.b2", self.b2)):
             if not 0.0 <= beta < 1.0:
                 raise ConfigError(f"{name}={beta} must lie in [0, 1).")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"optim.weight_decay={self.weight_decay} must lie in [0, inf).")
+        require_finite_at_least("optim.weight_decay", self.weight_decay, 0.0)
         # The cosine decay after the warm-up needs at least one step.
         if self.warmup_steps is not None and not 0 <= self.warmup_steps < total_steps:
             raise ConfigError(
@@ -219,6 +224,16 @@ class Settings:
                 f"eval.max_len={self.eval_max_len}). Lower them, or change the task's parameters "
                 f"(see its YAML)."
             )
+        if self.eval_max_len < self.task.train_max_len:
+            # Lengths past eval.max_len would go unscored: acc_id would cover part of the
+            # training range and acc_ood none, with nothing in the results to say so.
+            raise ConfigError(
+                f"eval.max_len={self.eval_max_len} is below the training length "
+                f"task.train_max_len={self.task.train_max_len}, so evaluation would miss trained "
+                f"lengths and every longer one. Choose eval.max_len >= "
+                f"{self.task.train_max_len} (equal scores the training range only), or leave it "
+                f"unset (null) for 4 × task.train_max_len = {4 * self.task.train_max_len}."
+            )
         # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
         train_positions = self.task.sequence_len(self.task.train_max_len)
         if not self.encoding.represents(train_positions):
@@ -319,6 +334,7 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
         require_seed("seed + train.num_seeds - 1 (the last replica's seed)", last_seed)
     require_seed("eval.seed", parts["eval"].seed)
     task = make_task(_section(raw, "task"))
+    task.validate()  # before its lengths are used below: a bad parameter may divide by zero
     encoding = make_encoding(_section(raw, "encoding"))
     # Positions seen in training: 0 .. max_position-1 when randomized, else the longest example.
     trained = (
@@ -342,8 +358,3 @@ def _section(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
             f"(e.g. {key}.<key>=<value>; posenc-train --help lists them)."
         )
     return dict(value)
-
-
-def _require_positive_finite(name: str, value: float) -> None:
-    if not (value > 0 and math.isfinite(value)):  # NaN fails both
-        raise ConfigError(f"{name}={value} must be positive and finite.")

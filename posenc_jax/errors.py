@@ -4,9 +4,23 @@ A `ConfigError` carries a single readable paragraph that names the bad value and
 choices. The CLI prints it without a traceback; library callers can catch it.
 """
 
+import math
+
 
 class ConfigError(ValueError):
     """A setting that cannot work, explained in one paragraph."""
+
+
+def require_positive_finite(name: str, value: float) -> None:
+    """Raise ConfigError("name=value must be positive and finite.") unless 0 < value < inf."""
+    if not (value > 0 and math.isfinite(value)):  # NaN fails both
+        raise ConfigError(f"{name}={value} must be positive and finite.")
+
+
+def require_finite_at_least(name: str, value: float, minimum: float) -> None:
+    """Raise ConfigError unless minimum <= value < inf (NaN fails)."""
+    if not (value >= minimum and math.isfinite(value)):
+        raise ConfigError(f"{name}={value} must be finite and at least {minimum}.")
 
 
 def require_at_least(name: str, value: int | float, minimum: int | float) -> None:

@@ -10,6 +10,7 @@ metrics.jsonl keeps to training steps."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tensorboardX import SummaryWriter
+
+# tensorboardX warns of every NaN it is given; the only NaN passed on purpose is an HParams
+# metric without a value (e.g. acc_ood of an evaluation that stops at the training length).
+logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 class LogPosition(NamedTuple):

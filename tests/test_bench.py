@@ -20,10 +20,22 @@ from helpers import make_settings
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("encoding=nope", "model.d_model=128", "task.train_max_len=24", "train.batch_size=32"),
+        (
+            "encoding=nope",
+            "model.d_model=128",
+            "task.train_max_len=24",
+            "eval.max_len=24",
+            "train.batch_size=32",
+        ),
         ("encoding=nope", "model.d_model=128", "train.num_seeds=2", "model.num_layers=3"),
         # Length buckets: three groups at their own widths, each counted by both.
-        ("encoding=nope", "model.d_model=128", "task.train_max_len=24", "train.length_buckets=3"),
+        (
+            "encoding=nope",
+            "model.d_model=128",
+            "task.train_max_len=24",
+            "eval.max_len=24",
+            "train.length_buckets=3",
+        ),
     ],
 )
 def test_analytic_flops_agree_with_xla(overrides):

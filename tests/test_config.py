@@ -189,7 +189,7 @@ def test_an_explicit_warmup_longer_than_the_run_is_a_clear_error():
         ("optim.learning_rate=inf", r"optim.learning_rate=inf must be positive and finite"),
         ("optim.b1=1.0", r"optim.b1=1.0 must lie in \[0, 1\)"),
         ("optim.b2=-0.5", r"optim.b2=-0.5 must lie in \[0, 1\)"),
-        ("optim.weight_decay=-0.01", r"optim.weight_decay=-0.01 must lie in \[0, inf\)"),
+        ("optim.weight_decay=-0.01", r"optim.weight_decay=-0.01 must be finite and at least 0.0"),
         ("seed=-1", r"seed=-1 must be an integer in \[0, 2\^63\)"),
         ("seed=99999999999999999999", r"seed=99999999999999999999 must be an integer"),
         ("eval.seed=99999999999999999999", r"eval.seed=99999999999999999999 must be an integer"),

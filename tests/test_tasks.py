@@ -1,5 +1,6 @@
 """Task samplers against plain-Python rules, in both model modes, at edge lengths too."""
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -162,6 +163,8 @@ def _rule(task):
     """The plain rule of a task, given its parameters where the rule depends on them."""
     if task.name == "addition":
         return functools.partial(_addition, digit_order=task.digit_order)
+    if task.name == "sort":
+        return functools.partial(_sort, digits=task.digits)
     return RULES[task.name]
 
 
@@ -325,3 +328,32 @@ def test_lengths_a_task_cannot_generate_are_a_clear_error():
         make_settings(
             "task=associative_recall", "task.num_keys=4", "task.train_max_len=8", fast=False
         )
+
+
+def _task_parameters(name):
+    """The task's own integer parameters (its YAML keys beyond the training range)."""
+    task = make_task({"name": name})
+    return [
+        field.name
+        for field in dataclasses.fields(task)
+        if field.name not in ("train_min_len", "train_max_len")
+        and type(getattr(task, field.name)) is int
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, field",
+    [(name, field) for name in available() for field in _task_parameters(name)],
+)
+def test_every_task_parameter_is_refused_at_zero_and_below_or_samples_in_range(name, field):
+    """Sort's digits=0 once divided by zero before validation; every parameter, at -1 and 0, is
+    either a ConfigError naming it or a task that samples valid batches."""
+    for value in (-1, 0, 1):
+        try:
+            settings = make_settings(f"task={name}", f"task.{field}={value}")
+        except ConfigError as error:
+            assert f"task.{field}={value}" in str(error) or f"Task {name!r}" in str(error)
+            continue
+        task, longest = settings.task, settings.eval_max_len
+        lengths = jnp.asarray([settings.eval_min_len, task.train_max_len, longest], jnp.int32)
+        _check_batch(task, task.sample(jax.random.key(value + 1), lengths, longest, False), False)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
@@ -39,6 +40,16 @@ from posenc_jax.spec import Spec
 
 # Positions become float32 angles and biases: past 2^24 it no longer holds every integer.
 MAX_POSITION = 2**24
+
+
+def require_frequency_base(base: float) -> None:
+    """The base b of sinusoid frequencies b^(-2i/d) (sinusoidal, RoPE, xPos, Transformer-XL):
+    ConfigError unless 1 < b < inf. At b = 1 every pair turns at the same rate, below 1 the
+    frequencies grow with i, and at inf all but the first pair stop."""
+    if not (base > 1 and math.isfinite(base)):
+        raise ConfigError(
+            f"encoding.base={base} must be finite and greater than 1 (the papers use 10000)."
+        )
 
 
 def relative_positions(q_positions: jax.Array, k_positions: jax.Array) -> jax.Array:

@@ -30,13 +30,14 @@ nn.Linear, U(±1/sqrt(fan_in)).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
-from posenc_jax.errors import ConfigError, require_at_least
+from posenc_jax.errors import ConfigError, require_at_least, require_positive_finite
 
 EPS = 1e-6
 
@@ -98,8 +99,14 @@ class Fire(EncodingSpec):
     def validate(self, model) -> None:
         super().validate(model)
         require_at_least("encoding.width", self.width, 1)
-        if not self.init_threshold > 0:
-            raise ConfigError(f"encoding.init_threshold={self.init_threshold} must be positive.")
+        require_positive_finite("encoding.init_threshold", self.init_threshold)
+        # ψ(x) = log(|c·x| + 1) is even in c, so a negative c is the same transform; at c = 0
+        # ψ and its gradient in c vanish, and FIRE would never see a distance.
+        if not (self.init_c != 0 and math.isfinite(self.init_c)):
+            raise ConfigError(
+                f"encoding.init_c={self.init_c} must be finite and non-zero: at 0 the log "
+                f"transform ψ(x) = log(|c·x| + 1) and its gradient vanish (the paper's is 0.1)."
+            )
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return FunctionalInterpolation(

@@ -29,7 +29,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, first_position
+from posenc_jax.encodings.base import (
+    EncodingSpec,
+    PositionalEncoding,
+    first_position,
+    require_frequency_base,
+)
 from posenc_jax.encodings.rope_scaling import (
     SCALINGS,
     YARN_RULES,
@@ -126,8 +131,7 @@ class Rope(EncodingSpec):
                 f"{model.head_dim}. Choose d_model and num_heads so that d_model / num_heads is "
                 "even."
             )
-        if not self.base > 1:
-            raise ConfigError(f"encoding.base={self.base} must be greater than 1.")
+        require_frequency_base(self.base)
         check_scaling(self.scaling, self.scale, self.original_max_len)
         if self.scaling in ("ntk", "dynamic_ntk") and model.head_dim < 4:
             raise ConfigError(

@@ -44,7 +44,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.errors import ConfigError, require_at_least
+from posenc_jax.errors import ConfigError, require_at_least, require_int
 
 SCALINGS = ("none", "pi", "ntk", "dynamic_ntk", "yarn", "yarn_paper")
 YARN_RULES = ("yarn", "yarn_paper")  # the rules that also sharpen attention
@@ -131,7 +131,8 @@ def check_scaling(scaling: str, scale: float, original_max_len: int | None) -> s
                 f"encoding.scaling={scaling} needs the trained length, encoding.original_max_len; "
                 f"it is filled in from the task when a run starts."
             )
-        require_at_least("encoding.original_max_len", original_max_len, 1)
+    if original_max_len is not None:
+        require_int("encoding.original_max_len", original_max_len, 1)
     return scaling
 
 

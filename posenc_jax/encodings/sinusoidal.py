@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, require_frequency_base
 
 
 def sinusoidal_table(positions: jax.Array, dim: int, base: float = 10000.0) -> jax.Array:
@@ -40,6 +40,10 @@ class Sinusoidal(EncodingSpec):
     name = "sinusoidal"
     family = "absolute"
     base: float = 10000.0
+
+    def validate(self, model) -> None:
+        super().validate(model)
+        require_frequency_base(self.base)
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return SinusoidalEncoding(self.base)

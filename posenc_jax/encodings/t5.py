@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, relative_positions
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, require_finite_at_least
 
 
 def t5_relative_bucket(
@@ -85,6 +85,7 @@ class T5(EncodingSpec):
 
     def validate(self, model) -> None:
         super().validate(model)
+        require_finite_at_least("encoding.init_std", self.init_std, 0.0)
         if self.num_buckets < 4 or self.num_buckets % 4:
             raise ConfigError(
                 f"encoding.num_buckets={self.num_buckets} must be a positive multiple of 4 "

@@ -39,7 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, first_position
+from posenc_jax.encodings.base import (
+    EncodingSpec,
+    PositionalEncoding,
+    first_position,
+    require_frequency_base,
+)
 from posenc_jax.errors import ConfigError
 
 DIGIT_BITS = 8  # |p| = Σ_k d_k·2^(8k): three tables of 256 rows cover every |p| < 2^24
@@ -120,8 +125,7 @@ class TransformerXL(EncodingSpec):
                 f"Transformer-XL's sinusoid R has a sine and a cosine half, so model.d_model "
                 f"must be even; got {model.d_model}."
             )
-        if not self.base > 1:
-            raise ConfigError(f"encoding.base={self.base} must be greater than 1.")
+        require_frequency_base(self.base)
 
     def build(self, model, rngs: nnx.Rngs) -> PositionalEncoding:
         return RelativeSinusoidAttention(
