@@ -66,7 +66,7 @@ def reevaluate(
     run_dir = Path(run_dir).absolute()
     original = _finished_results(run_dir)
     stored = _stored_config(run_dir)
-    changes = dict(_parse_override(text) for text in overrides)
+    changes = _parse_overrides(overrides)
     _refuse_changes(changes, stored)
     tag = tag or default_tag(overrides)
     if not _TAG.match(tag) or len(tag) > MAX_TAG_LENGTH:
@@ -233,15 +233,32 @@ def _read_document(path: Path, parse: Callable[[str], Any]) -> Any:
         ) from error
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value.strip():
-        # An empty value would read as null, where posenc-train refuses it: say null instead.
-        raise ConfigError(
-            f"Override {text!r} is not of the form key=value (e.g. eval.max_len=256; "
-            f"{key or 'key'}=null for none)."
-        )
-    return key, yaml.safe_load(value)  # "256" -> 256, "yarn" -> "yarn", "null" -> None
+def _parse_overrides(texts: Sequence[str]) -> dict[str, Any]:
+    """ "key=value" strings as {key: value}, each value read as YAML ("256" -> 256, "yarn" ->
+    "yarn", "null" -> None). ConfigError for a text that is not key=value, a key given twice
+    (the evaluation would not be the one its tag names), or Hydra's +/~/++ prefixes, which
+    posenc-eval does not take: it changes settings of the stored config, never adds any."""
+    changes: dict[str, Any] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key or not value.strip():
+            # An empty value would read as null, where posenc-train refuses it: say null.
+            raise ConfigError(
+                f"Override {text!r} is not of the form key=value (e.g. eval.max_len=256; "
+                f"{key or 'key'}=null for none)."
+            )
+        if key[0] in "+~":
+            raise ConfigError(
+                f"Override {text!r} starts with Hydra's {key[0]!r}, which posenc-eval does not "
+                f"take: it changes settings the run's {CONFIG_FILE} already has. Write "
+                f"{key.lstrip('+~')}={value}."
+            )
+        if key in changes:
+            raise ConfigError(
+                f"{key} is given twice ({key}={changes[key]!r} and {text}); give it once."
+            )
+        changes[key] = yaml.safe_load(value)
+    return changes
 
 
 def _refuse_changes(changes: dict[str, Any], stored: dict[str, Any]) -> None:
@@ -249,6 +266,14 @@ def _refuse_changes(changes: dict[str, Any], stored: dict[str, Any]) -> None:
     (restating a stored value, e.g. train.num_seeds=3 for a 3-seed run, changes nothing)."""
     encoding_name = stored["encoding"]["name"]
     allowed = allowed_overrides(encoding_name)
+    sections = [key for key in changes if isinstance(stored.get(key), dict)]
+    if sections:
+        key = sections[0]
+        raise ConfigError(
+            f"{key}={changes[key]!r} names the whole section {key!r}; a re-evaluation changes "
+            f"one setting at a time ({key}.<key>=<value>), and a re-evaluation of this "
+            f"{encoding_name!r} run may change {allowed}."
+        )
     unknown = [key for key in changes if not _is_setting(stored, key)]
     if unknown:
         raise ConfigError(

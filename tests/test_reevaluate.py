@@ -275,3 +275,21 @@ def test_a_decoder_trained_before_eval_decoding_existed_keeps_its_teacher_forced
     assert rerun["eval"]["scoring"] == "teacher_forced"
     assert _without_timing(rerun["eval"]) == _without_timing(forced["eval"])
     assert reevaluate(old, ["eval.decoding=greedy"])["eval"]["scoring"] == "greedy"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["encoding=alibi"], r"encoding='alibi' names the whole section 'encoding'"),
+        (["train=5"], r"train=5 names the whole section 'train'"),
+        (["eval.max_len=20", "eval.max_len=30"], r"eval.max_len is given twice"),
+        (["+eval.max_len=20"], r"starts with Hydra's '\+'.*Write eval.max_len=20"),
+        (["eval.max_len=4"], r"eval.max_len=4 is below the training length"),
+    ],
+)
+def test_overrides_that_would_not_mean_what_they_say_are_refused(trained_run, overrides, message):
+    run_dir, _ = trained_run
+    before = set(run_dir.glob("results_*.json"))
+    with pytest.raises(ConfigError, match=message):
+        reevaluate(run_dir, overrides, tag="refused")
+    assert set(run_dir.glob("results_*.json")) == before
