@@ -1,10 +1,14 @@
 """Where a result came from, recorded in every results.json: the code (git commit, and whether
-the working tree had uncommitted changes), the library versions, the device and the command.
+the working tree had uncommitted changes), the library versions, the device, XLA's flags and the
+command.
 
     {"commit": "c8e67a1…", "dirty": false, "posenc_jax": "0.1.0", "python": "3.11.9",
      "jax": "0.10.2", "jaxlib": "0.10.2", "flax": "0.12.8", "optax": "0.2.6",
      "device": {"platform": "cpu", "kind": "cpu", "count": 1, "processes": 1},
-     "command": "posenc-train encoding=alibi task=reverse"}
+     "xla_flags": null, "command": "posenc-train encoding=alibi task=reverse"}
+
+`xla_flags` is the XLA_FLAGS environment variable (null if unset): on a GPU it says whether the
+run asked for deterministic kernels (--xla_gpu_deterministic_ops=true; README, Determinism).
 
 The commit is that of the repository holding the imported `posenc_jax` package (an editable
 install or a checkout); an installed copy outside any repository records null for commit and
@@ -14,6 +18,7 @@ dirty, and its package version still says which release it was.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shlex
 import subprocess
@@ -67,5 +72,6 @@ def provenance(command: str | None = None) -> dict[str, Any]:
             "count": jax.device_count(),  # over every process of a distributed run
             "processes": jax.process_count(),
         },
+        "xla_flags": os.environ.get("XLA_FLAGS"),
         "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

@@ -12,8 +12,9 @@ from posenc_jax.provenance import git_state, provenance
 REPO_ROOT = Path(__file__).parents[1]
 
 
-def test_provenance_names_the_commit_versions_device_and_command(monkeypatch):
+def test_provenance_names_the_commit_versions_device_flags_and_command(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/some/bin/posenc-train", "task=reverse", "seed=3 x"])
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
     record = provenance()
     head = subprocess.run(
         ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -27,6 +28,7 @@ def test_provenance_names_the_commit_versions_device_and_command(monkeypatch):
         "count": jax.device_count(),
         "processes": 1,
     }
+    assert record["xla_flags"] == "--xla_gpu_deterministic_ops=true"
     assert record["command"] == "posenc-train task=reverse 'seed=3 x'"  # pasteable in a shell
 
 
