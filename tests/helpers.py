@@ -27,6 +27,20 @@ FAST = [
 ]
 
 
+# What two runs of one command may differ in: the time things took, and (with "provenance")
+# the process's record of itself.
+TIMING = frozenset({"wall_s", "first_dispatch_s", "steps_per_s"})
+
+
+def without_timing(document, ignore: frozenset[str] = TIMING | {"provenance"}):
+    """A results document with the `ignore` fields removed at every depth."""
+    if isinstance(document, dict):
+        return {k: without_timing(v, ignore) for k, v in document.items() if k not in ignore}
+    if isinstance(document, list):
+        return [without_timing(item, ignore) for item in document]
+    return document
+
+
 def compose_config(overrides: list[str], hydra: bool = False):
     """The train config composed with `overrides`; with `hydra`, Hydra's own section too."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

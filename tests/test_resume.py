@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,17 +27,7 @@ from posenc_jax.errors import ConfigError
 from posenc_jax.run import run
 from posenc_jax.train import Preempted
 
-from helpers import FAST, make_settings
-
-TIMING = {"wall_s", "first_dispatch_s", "steps_per_s", "provenance"}
-
-
-def without_timing(document):
-    if isinstance(document, dict):
-        return {k: without_timing(v) for k, v in document.items() if k not in TIMING}
-    if isinstance(document, list):
-        return [without_timing(item) for item in document]
-    return document
+from helpers import FAST, make_settings, without_timing
 
 
 class Interrupted(Exception):
@@ -176,14 +167,34 @@ def complete_checkpoints(run_dir: Path) -> list[int]:
     )
 
 
-def start_and_signal(run_dir: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
-    """posenc-train KILLABLE into run_dir, sent `sig` once its first checkpoint is complete."""
-    command = [sys.executable, "-m", "posenc_jax", *KILLABLE, f"hydra.run.dir={run_dir}"]
+def saves_under_way(run_dir: Path) -> list[Path]:
+    """Saves orbax has begun and not committed: still under its temporary name."""
+    folder = run_dir / "train_state"
+    return list(folder.glob("*.orbax-checkpoint-tmp*")) if folder.is_dir() else []
+
+
+def state_written_not_committed(run_dir: Path) -> bool:
+    """A save after the first, its train state already written, not yet renamed to its step:
+    a kill now leaves what looks like a whole checkpoint under the temporary name."""
+    return bool(complete_checkpoints(run_dir)) and any(
+        any((save / "state").rglob("*")) for save in saves_under_way(run_dir)
+    )
+
+
+def start_and_signal(
+    run_dir: Path,
+    sig: signal.Signals,
+    overrides: list[str] = KILLABLE,
+    ready: Callable[[Path], bool] = lambda run_dir: bool(complete_checkpoints(run_dir)),
+) -> subprocess.CompletedProcess:
+    """posenc-train `overrides` into run_dir, sent `sig` as soon as `ready(run_dir)` (by
+    default: once its first checkpoint is complete)."""
+    command = [sys.executable, "-m", "posenc_jax", *overrides, f"hydra.run.dir={run_dir}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not complete_checkpoints(run_dir) and time.monotonic() < deadline:
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        time.sleep(0.02)
+    while not ready(run_dir) and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it was ready to be signalled"
+        time.sleep(0.001)
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=300)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
@@ -195,9 +206,13 @@ def uninterrupted(tmp_path_factory):
     return folder, run(make_settings(*KILLABLE, fast=False), folder, show_progress=False)
 
 
-def resume_and_compare(run_dir: Path, uninterrupted) -> None:
+def resume_and_compare(
+    run_dir: Path, uninterrupted, overrides: list[str] = KILLABLE, logs: tuple[str, ...] = (".",)
+) -> None:
+    """Rerun `overrides` into run_dir: it resumes, and ends with the uninterrupted run's
+    results (timing aside), metrics.jsonl and TensorBoard steps in every log folder."""
     again = subprocess.run(
-        [sys.executable, "-m", "posenc_jax", *KILLABLE, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "posenc_jax", *overrides, f"hydra.run.dir={run_dir}"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -207,7 +222,12 @@ def resume_and_compare(run_dir: Path, uninterrupted) -> None:
     folder, results = uninterrupted
     written = json.loads((run_dir / outputs.RESULTS_FILE).read_text())
     assert without_timing(written) == without_timing(results)
-    assert (run_dir / "metrics.jsonl").read_text() == (folder / "metrics.jsonl").read_text()
+    for log in logs:
+        assert (run_dir / log / "metrics.jsonl").read_text() == (
+            folder / log / "metrics.jsonl"
+        ).read_text()
+    log = logs[-1]  # the folder with the training curves
+    assert logged_steps(run_dir / log, "train/loss") == logged_steps(folder / log, "train/loss")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_then_the_rerun_completes(tmp_path, uninterrupted):
@@ -233,6 +253,35 @@ def test_sigkill_after_a_checkpoint_and_a_save_cut_short_then_the_rerun_complete
         if file.is_file():
             file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
     resume_and_compare(tmp_path / "run", uninterrupted)
+
+
+KILLABLE_SEEDS = [*KILLABLE, "train.num_seeds=2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_seeds(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted_seeds")
+    return folder, run(make_settings(*KILLABLE_SEEDS, fast=False), folder, show_progress=False)
+
+
+def test_sigkill_inside_a_save_with_seeds_as_a_batch_axis_then_the_rerun_completes(
+    tmp_path, uninterrupted_seeds
+):
+    """A real kill during orbax's save of a vmapped two-seed run: once the save's train state
+    is written and before orbax commits it by renaming it to its step. The rerun resumes from
+    the newest committed checkpoint and ignores the uncommitted one, which looks whole. The
+    kill must land before the rename; a kill that came too late is tried again (at most 3)."""
+    for attempt in range(3):
+        run_dir = tmp_path / f"attempt{attempt}"
+        killed = start_and_signal(
+            run_dir, signal.SIGKILL, KILLABLE_SEEDS, state_written_not_committed
+        )
+        assert killed.returncode == -signal.SIGKILL
+        if saves_under_way(run_dir):
+            break
+    else:
+        pytest.fail("three kills all came after the save was committed")
+    resume_and_compare(run_dir, uninterrupted_seeds, KILLABLE_SEEDS, (".", "seed_0", "seed_1"))
 
 
 def interrupted_folder(monkeypatch, tmp_path, *overrides) -> Path:
