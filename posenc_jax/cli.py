@@ -146,17 +146,26 @@ def _train(cfg: DictConfig) -> float | None:
     return results["eval"].get("acc_ood")
 
 
-def _with_group_choices_checked(command: str, hydra_main: Callable[[], Any]) -> Callable[[], None]:
-    """`hydra_main` behind a check of its config-group overrides: Hydra answers a group given
-    a value that is not a name (encoding=5, task=null) with a raw ValueError traceback, and a
-    list (encoding=[rope,alibi]) by merging the configs, which then fail on each other's keys.
-    Each is refused here with a ConfigError that lists the choices. The arguments are read one
-    by one with Hydra's own override parser; what it cannot read (flags such as -m, or a
-    malformed override) is left to Hydra."""
+# Hydra's settings that name the folder a run or a sweep writes into.
+RUN_FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def _with_overrides_checked(command: str, hydra_main: Callable[[], Any]) -> Callable[[], None]:
+    """`hydra_main` behind a check of the overrides Hydra answers with a raw exception:
+    - a config group given a value that is not a name (encoding=5, task=null): a ValueError
+      traceback; or a list (encoding=[rope,alibi]): a merge of the configs, which then fail on
+      each other's keys;
+    - a run or sweep folder that is an existing file: FileExistsError.
+    Each is refused here with a ConfigError. The arguments are read one by one with Hydra's
+    own override parser; what it cannot read (flags such as -m, or a malformed override) is
+    left to Hydra."""
 
     def checked_main() -> None:
         for override in _overrides_in(sys.argv[1:]):
             folder = Path(config_dir()) / override.key_or_group
+            value = None if override.is_sweep_override() else override.value()
+            if override.key_or_group in RUN_FOLDER_KEYS and isinstance(value, str):
+                _refuse_a_file_as_folder(command, override.key_or_group, Path(value))
             if override.is_delete() or override.package is not None or not folder.is_dir():
                 continue
             values = (
@@ -181,6 +190,17 @@ def _with_group_choices_checked(command: str, hydra_main: Callable[[], Any]) -> 
     return checked_main
 
 
+def _refuse_a_file_as_folder(command: str, key: str, path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        _refuse(
+            command,
+            ConfigError(
+                f"{key}={path} is a file, not a folder, so no run can be written there; "
+                f"choose a folder that does not exist yet (or an unfinished run's, to resume it)."
+            ),
+        )
+
+
 def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
     parser = OverridesParser.create()
     for arg in argv:
@@ -188,7 +208,7 @@ def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
             yield from parser.parse_overrides([arg])
 
 
-main = _with_group_choices_checked(
+main = _with_overrides_checked(
     "posenc-train",
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_train),
 )
@@ -277,7 +297,7 @@ def _inspect(cfg: DictConfig) -> None:
     _run_command("posenc-inspect", start)
 
 
-inspect_main = _with_group_choices_checked(
+inspect_main = _with_overrides_checked(
     "posenc-inspect",
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="inspect")(_inspect),
 )

@@ -340,13 +340,17 @@ RUN_FILES = (
 )
 
 
+def run_files(run_dir: Path) -> list[Path]:
+    """The files and folders in `run_dir` named as a run names them (`RUN_FILES`)."""
+    if not run_dir.is_dir():
+        return []
+    return [path for pattern in RUN_FILES for path in run_dir.glob(pattern)]
+
+
 def clear_run_files(run_dir: Path) -> None:
     """Delete the files and folders a run writes in `run_dir` (`RUN_FILES`), and nothing else."""
-    if not run_dir.is_dir():
-        return
-    for pattern in RUN_FILES:
-        for path in run_dir.glob(pattern):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    for path in run_files(run_dir):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -32,6 +32,7 @@ from posenc_jax.outputs import (
     record_evaluation,
     reserve_open_files,
     results_document,
+    run_files,
     run_logs,
     run_title,
     write_results,
@@ -164,6 +165,17 @@ def _unfinished_run_settings(run_dir: Path, settings: Settings) -> dict[str, Any
     holds no run; ConfigError if they are not `settings`: resuming would mix two runs."""
     config = run_dir / CONFIG_FILE
     if not config.is_file():
+        # Without config.yaml, files with a run's names are not a run this command wrote:
+        # resuming is impossible, and a new run would append to or replace them.
+        found = sorted(path.name for path in run_files(run_dir))
+        if found:
+            raise ConfigError(
+                f"{run_dir} holds files a run writes ({', '.join(found[:5])}"
+                f"{', ...' if len(found) > 5 else ''}) but no {CONFIG_FILE}, so it is not a run "
+                f"this command can resume, and a new run would write over them; nothing was "
+                f"changed. Choose another folder (hydra.run.dir=...), or add overwrite=true to "
+                f"delete them and start over."
+            )
         return None
     try:
         stored = yaml.safe_load(config.read_text())

@@ -167,3 +167,11 @@ def test_every_encoding_number_is_refused_by_name_or_trains_finite(name, field):
         batch = training_batches(settings, state.data_key, jnp.int32(0))[0]
         counts = jax.jit(batch_counts, static_argnums=0)(graphdef, state.params, batch)
         assert math.isfinite(float(counts.nll.sum())), value
+
+
+def test_a_file_given_as_the_run_folder_is_refused(tmp_path, capsys):
+    """Hydra would answer with a raw FileExistsError when it made the folder."""
+    (tmp_path / "a_file").write_text("mine")
+    code, _, err = run_in_process(main, [f"hydra.run.dir={tmp_path / 'a_file'}"], capsys)
+    assert code == 2 and "is a file, not a folder" in err and "Traceback" not in err
+    assert (tmp_path / "a_file").read_text() == "mine"

@@ -365,3 +365,14 @@ def test_overwrite_must_be_a_boolean(tmp_path):
     )
     assert refused.returncode == 2 and "overwrite='maybe' must be true or false." in refused.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_a_folder_with_a_runs_file_names_but_no_config_is_refused_unchanged(tmp_path):
+    """Not a run this command wrote (no config.yaml): resuming is impossible, and a new run
+    would append to its metrics.jsonl. overwrite=true is the way to use the folder."""
+    (tmp_path / "metrics.jsonl").write_text('{"step": 5}\n')
+    (tmp_path / "notes.txt").write_text("mine")
+    before = files_of(tmp_path)
+    with pytest.raises(ConfigError, match=r"holds files a run writes \(metrics.jsonl\) but no"):
+        run(make_settings("task=reverse"), tmp_path, show_progress=False)
+    assert files_of(tmp_path) == before
