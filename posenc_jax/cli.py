@@ -20,13 +20,12 @@ traceback too under HYDRA_FULL_ERROR=1 (Hydra's own switch for full errors).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shlex
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,9 +33,6 @@ import hydra
 import jax
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,6 +43,7 @@ from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import InspectOptions, inspect_encoding, pictures_for
 from posenc_jax.model_config import ModelConfig
+from posenc_jax.overrides import check_overrides
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 from posenc_jax.spec import construct
@@ -146,70 +143,25 @@ def _train(cfg: DictConfig) -> float | None:
     return results["eval"].get("acc_ood")
 
 
-# Hydra's settings that name the folder a run or a sweep writes into.
-RUN_FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
-
-
-def _with_overrides_checked(command: str, hydra_main: Callable[[], Any]) -> Callable[[], None]:
-    """`hydra_main` behind a check of the overrides Hydra answers with a raw exception:
-    - a config group given a value that is not a name (encoding=5, task=null): a ValueError
-      traceback; or a list (encoding=[rope,alibi]): a merge of the configs, which then fail on
-      each other's keys;
-    - a run or sweep folder that is an existing file: FileExistsError.
-    Each is refused here with a ConfigError. The arguments are read one by one with Hydra's
-    own override parser; what it cannot read (flags such as -m, or a malformed override) is
-    left to Hydra."""
+def _with_overrides_checked(
+    command: str, config_name: str, hydra_main: Callable[[], Any]
+) -> Callable[[], None]:
+    """`hydra_main` behind `overrides.check_overrides`: the mistakes Hydra would answer with a
+    raw exception, or without the valid choices, end in the command's one paragraph."""
 
     def checked_main() -> None:
-        for override in _overrides_in(sys.argv[1:]):
-            folder = Path(config_dir()) / override.key_or_group
-            value = None if override.is_sweep_override() else override.value()
-            if override.key_or_group in RUN_FOLDER_KEYS and isinstance(value, str):
-                _refuse_a_file_as_folder(command, override.key_or_group, Path(value))
-            if override.is_delete() or override.package is not None or not folder.is_dir():
-                continue
-            values = (
-                list(override.sweep_iterator())
-                if override.is_sweep_override()
-                else [override.value()]
-            )
-            if all(isinstance(value, str) for value in values):
-                continue
-            group = override.key_or_group
-            choices = sorted(path.stem for path in folder.glob("*.yaml"))
-            _refuse(
-                command,
-                ConfigError(
-                    f"{override.input_line} does not name one config of group {group!r}; "
-                    f"choose one by name ({group}=<name>) from {choices}. To compare several, "
-                    f"sweep them with -m ({group}={','.join(choices[:2])})."
-                ),
-            )
+        try:
+            check_overrides(config_dir(), config_name, sys.argv[1:])
+        except ConfigError as error:
+            _refuse(command, error)
         hydra_main()
 
     return checked_main
 
 
-def _refuse_a_file_as_folder(command: str, key: str, path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        _refuse(
-            command,
-            ConfigError(
-                f"{key}={path} is a file, not a folder, so no run can be written there; "
-                f"choose a folder that does not exist yet (or an unfinished run's, to resume it)."
-            ),
-        )
-
-
-def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
-    parser = OverridesParser.create()
-    for arg in argv:
-        with contextlib.suppress(OverrideParseException):
-            yield from parser.parse_overrides([arg])
-
-
 main = _with_overrides_checked(
     "posenc-train",
+    "train",
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")(_train),
 )
 
@@ -282,7 +234,7 @@ def _usage_error(message: str) -> NoReturn:
 def _inspect(cfg: DictConfig) -> None:
     def start():
         raw = _plain(cfg)
-        model = construct(ModelConfig, raw["model"], "section 'model'")
+        model = construct(ModelConfig, raw["model"], "section 'model'", prefix="model")
         model.validate()
         spec = make_encoding(raw["encoding"])
         options = {key: raw[key] for key in ("length", "trained_len", "seed", "out_dir")}
@@ -299,6 +251,7 @@ def _inspect(cfg: DictConfig) -> None:
 
 inspect_main = _with_overrides_checked(
     "posenc-inspect",
+    "inspect",
     hydra.main(version_base="1.3", config_path=config_dir(), config_name="inspect")(_inspect),
 )
 

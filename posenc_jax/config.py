@@ -325,7 +325,8 @@ def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
         "eval": EvalConfig,
     }
     parts = {
-        key: construct(cls, _section(raw, key), f"section {key!r}") for key, cls in sections.items()
+        key: construct(cls, _section(raw, key), f"section {key!r}", prefix=key)
+        for key, cls in sections.items()
     }
     seed = raw.get("seed", 0)
     require_seed("seed", seed)

@@ -196,11 +196,12 @@ def _unfinished_run_settings(run_dir: Path, settings: Settings) -> dict[str, Any
         for key in wanted_flat.keys() | stored_flat.keys()
         if wanted_flat.get(key) != stored_flat.get(key)
     )
+    named = ", ".join(differ[:5]) + (", ..." if len(differ) > 5 else "")
     raise ConfigError(
-        f"{run_dir} holds an unfinished run with other settings ({', '.join(differ[:5])} "
-        f"differ{', ...' if len(differ) > 5 else ''}), so this run cannot resume it. Rerun "
-        f"the command that started it to resume it, or choose another folder "
-        f"(hydra.run.dir=...); nothing was changed."
+        f"{run_dir} holds an unfinished run with other settings ({named} "
+        f"{'differs' if len(differ) == 1 else 'differ'}), so this run cannot resume it; nothing "
+        f"was changed. Rerun the command that started it to resume it, choose another folder "
+        f"(hydra.run.dir=...), or add overwrite=true to delete that run and start this one."
     )
 
 

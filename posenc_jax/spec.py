@@ -39,7 +39,7 @@ def build_spec(kind: str, registry: Mapping[str, type[SpecT]], raw: Mapping[str,
             f"Unknown {kind} {name!r}; valid choices are {sorted(registry)} "
             f"(choose one with `{kind}=<name>`)."
         )
-    return construct(registry[name], params, f"{kind} {name!r}")
+    return construct(registry[name], params, f"{kind} {name!r}", prefix=kind)
 
 
 def choice(default: str | None, choices: tuple[str, ...]) -> Any:
@@ -48,8 +48,10 @@ def choice(default: str | None, choices: tuple[str, ...]) -> Any:
     return dataclasses.field(default=default, metadata={"choices": choices})
 
 
-def construct(cls: type, values: Mapping[str, Any], where: str):
+def construct(cls: type, values: Mapping[str, Any], where: str, prefix: str | None = None):
     """`cls(**values)` for a dataclass, after checking every key, value type and choice.
+    Messages name a value as the command line sets it, `<prefix>.<key>` (just `<key>` without
+    a prefix), and `where` it belongs ("section 'model'", "encoding 'rope'").
 
     Raises ConfigError for an unknown key (listing the valid ones), a value of the wrong type,
     or a value outside a `choice` field's choices (listing them). An int is accepted where a
@@ -67,13 +69,14 @@ def construct(cls: type, values: Mapping[str, Any], where: str):
         if choices:
             optional = type(None) in typing.get_args(hints[key])
             valid = f"; valid choices are {list(choices)}{', or null' if optional else ''}"
-        checked[key] = _typed(where, key, value, hints[key], valid)
+        name = f"{prefix}.{key}" if prefix else key
+        checked[key] = _typed(f"{name}={value!r} in {where}", value, hints[key], valid)
         if choices and checked[key] is not None and checked[key] not in choices:
-            raise ConfigError(f"{key}={value!r} in {where} is unknown{valid}.")
+            raise ConfigError(f"{name}={value!r} in {where} is unknown{valid}.")
     return cls(**checked)
 
 
-def _typed(where: str, key: str, value: Any, hint: Any, valid: str) -> Any:
+def _typed(setting: str, value: Any, hint: Any, valid: str) -> Any:
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     allowed = typing.get_args(hint) if union else (hint,)
     for kind in allowed:
@@ -84,4 +87,4 @@ def _typed(where: str, key: str, value: Any, hint: Any, valid: str) -> Any:
         if kind in (int, bool, str) and type(value) is kind:
             return value
     names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in allowed)
-    raise ConfigError(f"{key}={value!r} in {where} has the wrong type: expected {names}{valid}.")
+    raise ConfigError(f"{setting} has the wrong type: expected {names}{valid}.")

@@ -16,12 +16,22 @@ from posenc_jax.train import batch_counts, init_state, training_batches
 
 from helpers import make_settings, run_in_process
 
-# (overrides, exit status, what the message must say). Hydra itself refuses unknown groups and
-# keys (status 1, with its list of choices); every other case is ours (status 2).
+# (overrides, exit status, what the message must say). Hydra itself refuses an unknown group
+# choice (status 1, with its list of choices); every other case is ours (status 2).
 CASES = {
     "unknown encoding": (["encoding=fourier"], 1, "Could not find 'encoding/fourier'"),
     "unknown task": (["task=sorting"], 1, "Could not find 'task/sorting'"),
-    "unknown key": (["model.width=3"], 1, "Key 'width' is not in struct"),
+    "unknown key": (
+        ["model.width=3"],
+        2,
+        "Unknown key(s) ['width'] in section 'model' (model.width=3); valid keys are ['d_model'",
+    ),
+    "unknown key of the chosen encoding": (
+        ["encoding=alibi", "encoding.base=5"],
+        2,
+        "Unknown key(s) ['base'] in section 'encoding' (encoding.base=5); valid keys are "
+        "['name', 'randomized', 'max_position']",
+    ),
     "unknown key, appended": (
         ["+model.width=3"],
         2,
@@ -41,17 +51,18 @@ CASES = {
     "wrong type": (
         ["model.d_model=sixty"],
         2,
-        "d_model='sixty' in section 'model' has the wrong type: expected int",
+        "posenc-train: model.d_model='sixty' in section 'model' has the wrong type: expected int",
     ),
     "wrong type, a float for an int": (
         ["train.steps=1.5"],
         2,
-        "steps=1.5 in section 'train' has the wrong type: expected int",
+        "posenc-train: train.steps=1.5 in section 'train' has the wrong type: expected int",
     ),
     "not a choice": (
         ["model.norm=mid"],
         2,
-        "norm='mid' in section 'model' is unknown; valid choices are ['pre', 'post']",
+        "posenc-train: model.norm='mid' in section 'model' is unknown; valid choices are "
+        "['pre', 'post']",
     ),
     "heads that do not divide d_model": (
         ["model.d_model=30", "model.num_heads=4"],

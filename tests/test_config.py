@@ -53,7 +53,8 @@ def test_wrong_value_type_is_a_clear_error():
     ):
         make_settings("model.d_model=sixty")
     with pytest.raises(
-        ConfigError, match=r"base='large' in encoding 'rope' has the wrong type: expected float"
+        ConfigError,
+        match=r"encoding.base='large' in encoding 'rope' has the wrong type: expected float",
     ):
         make_settings("encoding.base=large")
     assert make_settings("eval.max_len=null").eval.max_len is None

@@ -137,8 +137,11 @@ def test_a_folder_holding_another_runs_settings_is_refused_unchanged(monkeypatch
     with pytest.raises(Interrupted):
         run(settings, tmp_path, show_progress=False)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    other = make_settings("task=reverse", "train.steps=40", "seed=1")
-    with pytest.raises(ConfigError, match="holds an unfinished run with other settings \\(seed"):
+    other = make_settings("task=reverse", "train.steps=40", "train.checkpoint_every=10", "seed=1")
+    with pytest.raises(
+        ConfigError,
+        match=r"holds an unfinished run with other settings \(seed differs\).*overwrite=true",
+    ):
         run(other, tmp_path, show_progress=False)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 

@@ -1,0 +1,118 @@
+"""Checks of a Hydra command line before Hydra runs it, for the mistakes Hydra answers with a
+raw exception or with a message that does not say what would be valid:
+
+- a config group given a value that is not a name (`encoding=5`, `task=null`): Hydra raises a
+  ValueError with its traceback; a list (`encoding=[rope,alibi]`) merges both configs, which
+  then fail on each other's keys;
+- an unknown key of a section (`model.dmodel=32`): Hydra says "Key 'dmodel' is not in struct"
+  and suggests `+model.dmodel=32`, without the valid keys;
+- a run or sweep folder that is an existing file: Hydra's FileExistsError.
+
+Each raises a `ConfigError` naming the value and what would be valid. The arguments are read
+one at a time with Hydra's own override parser, and the sections' keys from the config Hydra
+would compose; what the parser cannot read (flags such as -m, a malformed override) is left
+to Hydra, as is any override of a group swept with -m.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import HydraException, OverrideParseException
+from omegaconf import DictConfig
+
+from posenc_jax.errors import ConfigError
+
+# Hydra's settings that name the folder a run or a sweep writes into.
+RUN_FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> None:
+    """Raise ConfigError for the first override in `argv` that Hydra would mishandle (above)."""
+    overrides = list(_overrides_in(argv))
+    for override in overrides:
+        _check_run_folder(override)
+        _check_group_choice(Path(config_dir), override)
+    _check_section_keys(config_dir, config_name, overrides)
+
+
+def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
+    parser = OverridesParser.create()
+    for arg in argv:
+        with contextlib.suppress(OverrideParseException):
+            yield from parser.parse_overrides([arg])
+
+
+def _values(override: Override) -> list:
+    if override.is_sweep_override():
+        return list(override.sweep_iterator())
+    return [override.value()]
+
+
+def _check_run_folder(override: Override) -> None:
+    if override.key_or_group not in RUN_FOLDER_KEYS or override.is_sweep_override():
+        return
+    path = override.value()
+    if isinstance(path, str) and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(
+            f"{override.key_or_group}={path} is a file, not a folder, so no run can be written "
+            f"there; choose a folder that does not exist yet (or an unfinished run's, to resume "
+            f"it)."
+        )
+
+
+def _is_group_choice(config_dir: Path, override: Override) -> bool:
+    return (
+        not override.is_delete()
+        and override.package is None
+        and (config_dir / override.key_or_group).is_dir()
+    )
+
+
+def _check_group_choice(config_dir: Path, override: Override) -> None:
+    if not _is_group_choice(config_dir, override):
+        return
+    if all(isinstance(value, str) for value in _values(override)):
+        return
+    group = override.key_or_group
+    choices = sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
+    raise ConfigError(
+        f"{override.input_line} does not name one config of group {group!r}; choose one by "
+        f"name ({group}=<name>) from {choices}. To compare several, sweep them with -m "
+        f"({group}={','.join(choices[:2])})."
+    )
+
+
+def _check_section_keys(config_dir: str, config_name: str, overrides: list[Override]) -> None:
+    """An override of `section.key` (no + prefix) whose section has no such key."""
+    changes = [
+        override
+        for override in overrides
+        if override.type == OverrideType.CHANGE
+        and override.key_or_group.count(".") == 1
+        and not override.key_or_group.startswith("hydra.")
+    ]
+    if not changes:
+        return
+    groups = [o for o in overrides if _is_group_choice(Path(config_dir), o)]
+    swept = {o.key_or_group for o in groups if o.is_sweep_override()}
+    chosen = [str(o.input_line) for o in groups if not o.is_sweep_override()]
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            config = compose(config_name=config_name, overrides=chosen)
+    except HydraException:  # a bad group choice: Hydra's own message lists the choices
+        return
+    for override in changes:
+        section, _, key = override.key_or_group.partition(".")
+        node = config.get(section)
+        if section in swept or not isinstance(node, DictConfig) or key in node:
+            continue
+        raise ConfigError(
+            f"Unknown key(s) [{key!r}] in section {section!r} ({override.input_line}); valid "
+            f"keys are {[str(name) for name in node]}."
+        )
