@@ -49,13 +49,29 @@ class RunLog:
         if resume_at is not None and jsonl.exists():
             os.truncate(jsonl, resume_at.jsonl_bytes)
         purge_step = None if resume_at is None else resume_at.step + 1
-        self.events = SummaryWriter(logdir=str(run_dir), purge_step=purge_step)
+        self.run_dir = run_dir
+        self.events = self._writer(purge_step=purge_step)
         self.jsonl = open(jsonl, "a", encoding="utf-8")
 
+    def _writer(self, purge_step: int | None = None, after_step: int | None = None):
+        # Each writer its own file: tensorboardX names a file by the second it opened and
+        # truncates an existing one, so the step and the process tell them apart. TensorBoard
+        # reads a folder's files in name order, so the step is zero-padded to sort in order.
+        suffix = "" if after_step is None else f".{after_step:012d}.{os.getpid()}"
+        return SummaryWriter(
+            logdir=str(self.run_dir), purge_step=purge_step, filename_suffix=suffix
+        )
+
     def position(self, step: int) -> LogPosition:
-        """Flush everything logged so far and say where it ends: what a checkpoint at `step`
-        records, so that a run resumed from it logs every later step exactly once."""
-        self.events.flush()
+        """Put everything logged so far on disk and say where it ends: what a checkpoint at
+        `step` records, so that a run resumed from it logs every later step exactly once.
+
+        tensorboardX hands events to a background thread, and its flush() does not wait for
+        that queue: a kill soon after could lose the checkpoint's own step, which a resume's
+        purge would then never restore. Closing the writer drains the queue; logging goes on
+        in a new events file (TensorBoard reads every file of the folder as one run)."""
+        self.events.close()
+        self.events = self._writer(after_step=step)
         self.jsonl.flush()
         return LogPosition(step, self.jsonl.tell())
 
