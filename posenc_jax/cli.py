@@ -113,15 +113,20 @@ def _train(cfg: DictConfig) -> float | None:
         settings = settings_from_dict(raw)
         # The command that reproduces this one run: in a sweep, this job's overrides with -m
         # (a study config refuses to run without it), not the whole sweep's.
-        sweep = ["-m"] if hydra_config.mode == RunMode.MULTIRUN else []
-        command = shlex.join(["posenc-train", *sweep, *hydra_config.overrides.task])
+        in_sweep = hydra_config.mode == RunMode.MULTIRUN
+        command = shlex.join(
+            ["posenc-train", *(["-m"] if in_sweep else []), *hydra_config.overrides.task]
+        )
         try:
-            results = run(settings, run_dir, command=command, overwrite=overwrite)
+            # A sweep run again keeps its finished jobs and resumes the others.
+            results = run(
+                settings, run_dir, command=command, overwrite=overwrite, keep_finished=in_sweep
+            )
         except Preempted as stopped:
             print(
-                f"posenc-train: stopped by SIGTERM at step {stopped.step}, after saving a "
-                f"checkpoint there. Run the same command into the same folder to resume: "
-                f"{command} hydra.run.dir={shlex.quote(str(run_dir))}",
+                f"posenc-train: stopped by SIGTERM at step {stopped.step}; a rerun resumes from "
+                f"the checkpoint of step {stopped.resume_from} (0: from the start). "
+                f"{_resume_hint(hydra_config, command, run_dir)}",
                 file=sys.stderr,
             )
             sys.exit(PREEMPTED_EXIT_STATUS)
@@ -141,6 +146,22 @@ def _train(cfg: DictConfig) -> float | None:
     if results["status"] != "completed":
         return None
     return results["eval"].get("acc_ood")
+
+
+def _resume_hint(hydra_config: Any, command: str, run_dir: Path) -> str:
+    """The command that resumes a stopped run: the same one into the same folder. For a job
+    of a sweep, the whole sweep again into the same sweep folder: Hydra places a job by its
+    number in the sweep, and the sweep keeps its finished jobs."""
+    if hydra_config.mode != RunMode.MULTIRUN:
+        folder = f"hydra.run.dir={shlex.quote(str(run_dir))}"
+        return f"Run the same command into the same folder to resume it: {command} {folder}"
+    argv = sys.argv[1:]
+    if not any(arg.startswith("hydra.sweep.dir=") for arg in argv):
+        argv = [*argv, f"hydra.sweep.dir={hydra_config.sweep.dir}"]
+    return (
+        f"Run the same sweep into the same folder to resume it (its finished runs are kept): "
+        f"{shlex.join(['posenc-train', *argv])}"
+    )
 
 
 def _with_overrides_checked(

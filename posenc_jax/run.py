@@ -6,6 +6,7 @@ The files of a run folder, and the results schema, are defined in `outputs.py`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -49,6 +50,7 @@ def run(
     show_progress: bool = True,
     command: str | None = None,
     overwrite: bool = False,
+    keep_finished: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate `settings`, write every output into `out_dir`; returns results.json.
     `command` is recorded as the one that reproduces this run (see `provenance`).
@@ -58,6 +60,8 @@ def run(
 
     overwrite=True starts over in a folder that holds a run, finished or not: once every check
     has passed, the files a run writes there are deleted (`clear_run_files`; other files stay).
+    keep_finished=True (a job of a sweep run again, to finish the jobs it had not) returns the
+    results of a finished run with these same settings instead of refusing the folder.
 
     A folder left unfinished by an earlier attempt with the same settings is resumed: from its
     newest complete training checkpoint (`checkpoint.TrainingCheckpoints`), its logs cut back
@@ -70,12 +74,15 @@ def run(
     devices cannot split the work as train.sharding asks."""
     run_dir = Path(out_dir).absolute()
     if (run_dir / RESULTS_FILE).exists() and not overwrite:
+        if keep_finished and _stored_run_settings(run_dir, settings, "a finished run") is not None:
+            print(f"{run_dir} already holds this finished run; kept as it is.")
+            return json.loads((run_dir / RESULTS_FILE).read_text())
         raise ConfigError(
             f"{run_dir} already holds a finished run ({RESULTS_FILE} exists); refusing to "
             f"overwrite it. Choose another output directory (hydra.run.dir=... for one run, "
             f"hydra.sweep.dir=... for a sweep), or add overwrite=true to start it over."
         )
-    stored = None if overwrite else _unfinished_run_settings(run_dir, settings)
+    stored = None if overwrite else _stored_run_settings(run_dir, settings)
     reserve_open_files(settings)
     initialize(settings)  # before any device is touched
     require_same_run(settings, run_dir)
@@ -160,9 +167,12 @@ def run(
     return results
 
 
-def _unfinished_run_settings(run_dir: Path, settings: Settings) -> dict[str, Any] | None:
-    """The settings of the unfinished run in `run_dir` (its config.yaml), None if the folder
-    holds no run; ConfigError if they are not `settings`: resuming would mix two runs."""
+def _stored_run_settings(
+    run_dir: Path, settings: Settings, held: str = "an unfinished run"
+) -> dict[str, Any] | None:
+    """The settings of the run in `run_dir` (`held`: "an unfinished run" or "a finished
+    run"), from its config.yaml; None if the folder holds no run; ConfigError if they are not
+    `settings`: resuming it, or keeping it as this run, would mix two runs."""
     config = run_dir / CONFIG_FILE
     if not config.is_file():
         # Without config.yaml, files with a run's names are not a run this command wrote:
@@ -198,7 +208,7 @@ def _unfinished_run_settings(run_dir: Path, settings: Settings) -> dict[str, Any
     )
     named = ", ".join(differ[:5]) + (", ..." if len(differ) > 5 else "")
     raise ConfigError(
-        f"{run_dir} holds an unfinished run with other settings ({named} "
+        f"{run_dir} holds {held} with other settings ({named} "
         f"{'differs' if len(differ) == 1 else 'differ'}), so this run cannot resume it; nothing "
         f"was changed. Rerun the command that started it to resume it, choose another folder "
         f"(hydra.run.dir=...), or add overwrite=true to delete that run and start this one."

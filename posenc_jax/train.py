@@ -231,12 +231,14 @@ class ResumePoint(NamedTuple):
 
 
 class Preempted(Exception):
-    """Training stopped at `step` because a stop was requested (SIGTERM), with a checkpoint
-    saved there to resume from."""
+    """Training stopped at `step` because a stop was requested (SIGTERM); a rerun resumes
+    from `resume_from`: a checkpoint saved at `step`, or an earlier one (0: none) when every
+    replica had already diverged there unnoticed, a state never saved."""
 
-    def __init__(self, step: int):
-        super().__init__(f"stopped at step {step}")
+    def __init__(self, step: int, resume_from: int):
+        super().__init__(f"stopped at step {step}; resumes from step {resume_from}")
         self.step = step
+        self.resume_from = resume_from
 
 
 def train(
@@ -313,9 +315,10 @@ def train(
                 on_checkpoint(done, state, replicas, None)
                 last_checkpoint = done
         if on_checkpoint is not None and done < cfg.steps and stop_requested():
-            if last_checkpoint != done:
+            if last_checkpoint != done and not _all_diverged(state, replicas, cfg.num_seeds):
                 on_checkpoint(done, state, replicas, window)
-            raise Preempted(done)
+                last_checkpoint = done
+            raise Preempted(done, last_checkpoint)
     jax.block_until_ready(state.params)
     end = time.perf_counter()
     steady_steps = done - steady_step
@@ -333,6 +336,16 @@ def train(
     else:
         summary["num_seeds"] = cfg.num_seeds
     return TrainOutcome(graphdef, state.params, summary, replicas)
+
+
+def _all_diverged(state: TrainState, replicas: list[dict], num_seeds: int) -> bool:
+    """Whether every replica has diverged by now, found at a log step or not yet (a stop
+    between log steps): such a state is never saved, so the last good checkpoint stays."""
+    pending = seeds.split_host(state.first_nonfinite_step, num_seeds)
+    return all(
+        replica["status"] == "diverged" or bool(first)
+        for replica, first in zip(replicas, pending, strict=True)
+    )
 
 
 def _scalars(counts: metrics.Counts, learning_rate: float) -> dict[str, float]:

@@ -2,14 +2,17 @@
 and named; the run stops with status "diverged" and its partial history, and keeps its last
 good checkpoint (no checkpoint of a diverged state is written)."""
 
+import contextlib
 import json
 
 import jax
 import numpy as np
 import pytest
 
+from posenc_jax import run as run_module
 from posenc_jax.checkpoint import TrainingCheckpoints
 from posenc_jax.run import run
+from posenc_jax.train import Preempted
 
 from helpers import make_settings
 
@@ -43,3 +46,33 @@ def test_a_diverged_run_names_its_step_and_keeps_its_good_checkpoints(
         state, _, _ = TrainingCheckpoints(tmp_path, 2).latest(settings)
         assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.params))
         assert int(state.first_nonfinite_step) == 0
+
+
+def test_a_stop_after_an_unnoticed_divergence_saves_nothing_and_keeps_the_good_checkpoint(
+    tmp_path, monkeypatch
+):
+    """SIGTERM at step 25: the loss stopped being finite at 21, which the log step 30 would
+    have found. Saving that state would make checkpoints_to_keep=1 delete the good checkpoint
+    of step 20; instead nothing is saved, and the rerun from 20 diverges at 21 as before."""
+    asks = iter(range(1000))
+
+    @contextlib.contextmanager
+    def stop_at_step_25():
+        yield lambda: next(asks) == 4  # asked after steps 5, 10, 15, 20, 25, ...
+
+    overrides = ["optim.learning_rate=1e3", "optim.warmup_steps=30"]
+    settings = make_settings(
+        "task=reverse",
+        "train.steps=40",
+        "train.checkpoint_every=10",
+        "train.checkpoints_to_keep=1",
+        *overrides,
+    )
+    monkeypatch.setattr(run_module, "sigterm_requests_stop", stop_at_step_25)
+    with pytest.raises(Preempted, match="stopped at step 25; resumes from step 20"):
+        run(settings, tmp_path, show_progress=False)
+    monkeypatch.undo()
+    assert sorted(int(p.name) for p in (tmp_path / "train_state").iterdir()) == [20]
+    results = run(settings, tmp_path, show_progress=False)
+    assert results["status"] == "diverged"
+    assert sorted(int(p.name) for p in (tmp_path / "train_state").iterdir()) == [20]

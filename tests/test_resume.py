@@ -17,17 +17,20 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hydra.types import RunMode
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from posenc_jax import outputs, run_log
+from posenc_jax import cli, outputs, run_log
 from posenc_jax import run as run_module
+from posenc_jax.cli import main
 from posenc_jax.errors import ConfigError
 from posenc_jax.run import run
 from posenc_jax.train import Preempted
 
-from helpers import FAST, make_settings, without_timing
+from helpers import FAST, make_settings, run_in_process, without_timing
 
 
 class Interrupted(Exception):
@@ -236,7 +239,13 @@ def resume_and_compare(
 def test_sigterm_saves_a_checkpoint_and_exits_then_the_rerun_completes(tmp_path, uninterrupted):
     stopped = start_and_signal(tmp_path / "run", signal.SIGTERM)
     assert stopped.returncode == 143, stopped.stderr[-2000:]
-    step = int(re.search(r"stopped by SIGTERM at step (\d+), after saving", stopped.stderr)[1])
+    found = re.search(
+        r"stopped by SIGTERM at step (\d+); a rerun resumes from the checkpoint "
+        r"of step (\d+)",
+        stopped.stderr,
+    )
+    assert found and found[1] == found[2], stopped.stderr[-2000:]
+    step = int(found[1])
     assert 0 < step < 3000 and complete_checkpoints(tmp_path / "run")[-1] == step
     resume_and_compare(tmp_path / "run", uninterrupted)
 
@@ -353,7 +362,10 @@ def test_overwrite_starts_a_finished_run_over_and_keeps_other_files(tmp_path):
     alone = run(make_settings("task=reverse"), tmp_path / "alone", show_progress=False)
     assert without_timing(again) == without_timing(alone) != without_timing(first)
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # the old run's are gone
+    # the old run's event files are gone
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == len(
+        list((tmp_path / "alone").glob("events.out.tfevents.*"))
+    )
     assert (tmp_path / "metrics.jsonl").read_text() == (
         tmp_path / "alone" / "metrics.jsonl"
     ).read_text()
@@ -379,3 +391,33 @@ def test_a_folder_with_a_runs_file_names_but_no_config_is_refused_unchanged(tmp_
     with pytest.raises(ConfigError, match=r"holds files a run writes \(metrics.jsonl\) but no"):
         run(make_settings("task=reverse"), tmp_path, show_progress=False)
     assert files_of(tmp_path) == before
+
+
+def test_a_sweep_run_again_keeps_its_finished_jobs_and_finishes_the_others(tmp_path, capsys):
+    """A pre-empted sweep is resumed by running it again: the finished job is kept as it is,
+    the unfinished one resumed (here: its results.json removed, its checkpoints kept)."""
+    sweep = ["-m", f"hydra.sweep.dir={tmp_path}", *FAST, "task=reverse", "seed=0,1"]
+    code, _, err = run_in_process(main, sweep, capsys)
+    assert code == 0, err
+    first, second = sorted(tmp_path.glob("*_seed*"))
+    kept = files_of(first) | {path: path.stat().st_mtime_ns for path in first.rglob("*")}
+    finished = json.loads((second / outputs.RESULTS_FILE).read_text())
+    (second / outputs.RESULTS_FILE).unlink()
+    code, out, err = run_in_process(main, sweep, capsys)
+    assert code == 0, err
+    assert f"{first} already holds this finished run; kept as it is." in out
+    assert f"Resuming {second}" in out
+    assert files_of(first) | {path: path.stat().st_mtime_ns for path in first.rglob("*")} == kept
+    again = json.loads((second / outputs.RESULTS_FILE).read_text())
+    assert without_timing(again) == without_timing(finished)
+
+
+def test_the_resume_hint_of_a_sweep_job_is_the_sweep_into_its_folder(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["posenc-train", "-m", "seed=0,1"])
+    job = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(dir="/s/w"))
+    hint = cli._resume_hint(job, "posenc-train -m seed=1", Path("/s/w/1_x"))
+    assert hint.endswith("posenc-train -m seed=0,1 hydra.sweep.dir=/s/w")
+    single = SimpleNamespace(mode=RunMode.RUN)
+    assert cli._resume_hint(single, "posenc-train seed=1", Path("/r")).endswith(
+        "posenc-train seed=1 hydra.run.dir=/r"
+    )
