@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -53,13 +54,14 @@ class RunLog:
         self.events = self._writer(purge_step=purge_step)
         self.jsonl = open(jsonl, "a", encoding="utf-8")
 
-    def _writer(self, purge_step: int | None = None, after_step: int | None = None):
-        # Each writer its own file: tensorboardX names a file by the second it opened and
-        # truncates an existing one, so the step and the process tell them apart. TensorBoard
-        # reads a folder's files in name order, so the step is zero-padded to sort in order.
-        suffix = "" if after_step is None else f".{after_step:012d}.{os.getpid()}"
+    def _writer(self, purge_step: int | None = None):
+        # Each writer its own file. tensorboardX names a file by the second it opened and
+        # truncates an existing one, and TensorBoard reads a folder's files in name order: the
+        # nanosecond suffix keeps every file (of any attempt) apart, in the order they opened.
         return SummaryWriter(
-            logdir=str(self.run_dir), purge_step=purge_step, filename_suffix=suffix
+            logdir=str(self.run_dir),
+            purge_step=purge_step,
+            filename_suffix=f".{time.time_ns():020d}",
         )
 
     def position(self, step: int) -> LogPosition:
@@ -71,7 +73,7 @@ class RunLog:
         purge would then never restore. Closing the writer drains the queue; logging goes on
         in a new events file (TensorBoard reads every file of the folder as one run)."""
         self.events.close()
-        self.events = self._writer(after_step=step)
+        self.events = self._writer()
         self.jsonl.flush()
         return LogPosition(step, self.jsonl.tell())
 

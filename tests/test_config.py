@@ -88,7 +88,7 @@ def test_a_field_with_choices_names_them_for_a_wrong_value_or_type(
         make_settings(*context, f"{section}.{key}={value}")
     message = str(error.value)
     assert message.startswith(
-        f"{key}={value if value == '1' else repr(value)} in {where} {problem}"
+        f"{section}.{key}={value if value == '1' else repr(value)} in {where} {problem}"
     )
     assert message.endswith(f"valid choices are {choices}{', or null' * (key in OPTIONAL)}.")
     for valid in choices:  # every choice is accepted
