@@ -43,7 +43,7 @@ from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import InspectOptions, inspect_encoding, pictures_for
 from posenc_jax.model_config import ModelConfig
-from posenc_jax.overrides import check_overrides
+from posenc_jax.overrides import check_overrides, deepest_existing_folder
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 from posenc_jax.spec import construct
@@ -82,6 +82,25 @@ def compose_settings(overrides: Sequence[str]) -> Settings:
 OmegaConf.register_new_resolver("seed_label", seed_label, replace=True)
 
 
+# The deepest folder on the run folder's path that existed before Hydra ran (set by the
+# command's entry point, read when it refuses): Hydra makes the folders below it before this
+# command can validate anything.
+_EXISTING_FOLDER: Path | None = None
+
+
+def _remove_folders_hydra_made(run_dir: Path) -> None:
+    """After a refusal, remove the run folder and its parents up to `_EXISTING_FOLDER` (not
+    included) while they are empty: leave no folder behind, and touch none that existed."""
+    if _EXISTING_FOLDER is None:
+        return
+    folder = run_dir.absolute()
+    while folder.is_relative_to(_EXISTING_FOLDER) and folder != _EXISTING_FOLDER:
+        if any(folder.iterdir()):
+            return
+        folder.rmdir()
+        folder = folder.parent
+
+
 # The shell's status for a process ended by SIGTERM (128 + 15): a stopped run is not a success.
 PREEMPTED_EXIT_STATUS = 143
 
@@ -92,9 +111,7 @@ def _train(cfg: DictConfig) -> float | None:
         try:
             return train_into(run_dir)
         except ConfigError:
-            # Hydra made the folder before this command could refuse: leave none behind.
-            if run_dir.is_dir() and not any(run_dir.iterdir()):
-                run_dir.rmdir()
+            _remove_folders_hydra_made(run_dir)
             raise
 
     def train_into(run_dir: Path):
@@ -171,10 +188,12 @@ def _with_overrides_checked(
     raw exception, or without the valid choices, end in the command's one paragraph."""
 
     def checked_main() -> None:
+        global _EXISTING_FOLDER
         try:
             check_overrides(config_dir(), config_name, sys.argv[1:])
         except ConfigError as error:
             _refuse(command, error)
+        _EXISTING_FOLDER = deepest_existing_folder(config_dir(), config_name, sys.argv[1:])
         hydra_main()
 
     return checked_main

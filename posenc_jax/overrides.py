@@ -6,7 +6,11 @@ raw exception or with a message that does not say what would be valid:
   then fail on each other's keys;
 - an unknown key of a section (`model.dmodel=32`): Hydra says "Key 'dmodel' is not in struct"
   and suggests `+model.dmodel=32`, without the valid keys;
-- a run or sweep folder that is an existing file: Hydra's FileExistsError.
+- a run or sweep folder that is an existing file: Hydra's FileExistsError; or empty
+  (`hydra.run.dir=`, an unset variable in a script): a run into the current directory.
+
+`deepest_existing_folder` says where the folders Hydra is about to create for the run begin,
+so that a command refused later removes what Hydra made, and only that.
 
 Each raises a `ConfigError` naming the value and what would be valid. The arguments are read
 one at a time with Hydra's own override parser, and the sections' keys from the config Hydra
@@ -24,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from posenc_jax.errors import ConfigError
 
@@ -58,12 +62,40 @@ def _check_run_folder(override: Override) -> None:
     if override.key_or_group not in RUN_FOLDER_KEYS or override.is_sweep_override():
         return
     path = override.value()
+    if path is None or (isinstance(path, str) and not path.strip()):
+        raise ConfigError(
+            f"{override.key_or_group}= is empty, which would put the run in the current "
+            f"directory; give a folder ({override.key_or_group}=outputs/my_run), or leave it out "
+            f"for the default."
+        )
     if isinstance(path, str) and Path(path).exists() and not Path(path).is_dir():
         raise ConfigError(
             f"{override.key_or_group}={path} is a file, not a folder, so no run can be written "
             f"there; choose a folder that does not exist yet (or an unfinished run's, to resume "
             f"it)."
         )
+
+
+def deepest_existing_folder(config_dir: str, config_name: str, argv: Sequence[str]) -> Path | None:
+    """The deepest folder that exists now on the path of this command's run folder (a
+    sweep's: of its sweep folder), as an absolute path: what Hydra creates for the run lies
+    below it, and it is the folder itself if that exists. None if the command line cannot be
+    composed here (Hydra will say why)."""
+    overrides = list(_overrides_in(argv))
+    sweep = any(arg in ("-m", "--multirun") for arg in argv)
+    plain = [str(o.input_line) for o in overrides if not o.is_sweep_override()]
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            config = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
+        folder = Path(
+            str(OmegaConf.select(config, "hydra.sweep.dir" if sweep else "hydra.run.dir"))
+        )
+    except Exception:  # any failure here is Hydra's to report, with its own message
+        return None
+    folder = folder.absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _is_group_choice(config_dir: Path, override: Override) -> bool:

@@ -186,3 +186,19 @@ def test_a_file_given_as_the_run_folder_is_refused(tmp_path, capsys):
     code, _, err = run_in_process(main, [f"hydra.run.dir={tmp_path / 'a_file'}"], capsys)
     assert code == 2 and "is a file, not a folder" in err and "Traceback" not in err
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+def test_a_refusal_removes_the_folders_hydra_made_and_no_other(tmp_path, capsys):
+    """Hydra makes the run folder, and its missing parents, before posenc-train can refuse:
+    those go, and an empty folder that existed before stays."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for run_dir in (existing, tmp_path / "new" / "deeper" / "run"):
+        code, _, err = run_in_process(main, [f"hydra.run.dir={run_dir}", "train.steps=0"], capsys)
+        assert code == 2 and "train.steps=0 must be positive" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"] and existing.is_dir()
+
+
+def test_an_empty_run_folder_is_refused_not_the_current_directory(capsys):
+    code, _, err = run_in_process(main, ["hydra.run.dir="], capsys)
+    assert code == 2 and "hydra.run.dir= is empty" in err
