@@ -324,6 +324,8 @@ def record_evaluation(
 
 
 # What a run writes into its folder (above), by glob: what overwrite=true deletes.
+# A name ending in / is a folder's (tensorboardX's HParams sessions, orbax's checkpoints, a
+# replica's logs), so that a user's file such as seed_notes.txt is never taken for one.
 RUN_FILES = (
     "config.yaml",
     "results.json",
@@ -332,11 +334,11 @@ RUN_FILES = (
     "events.out.tfevents.*",
     "accuracy_vs_length*.png",
     "attention*_layer*.png",
-    "checkpoint",
-    "train_state",
-    "hparams",
-    "hparams_*",
-    "seed_*",
+    "checkpoint/",
+    "train_state/",
+    "hparams/",
+    "hparams_*/",
+    "seed_[0-9]*/",
 )
 
 
@@ -344,13 +346,22 @@ def run_files(run_dir: Path) -> list[Path]:
     """The files and folders in `run_dir` named as a run names them (`RUN_FILES`)."""
     if not run_dir.is_dir():
         return []
-    return [path for pattern in RUN_FILES for path in run_dir.glob(pattern)]
+    found = []
+    for pattern in RUN_FILES:
+        folder = pattern.endswith("/")
+        found += [
+            path
+            for path in run_dir.glob(pattern.rstrip("/"))
+            if folder == (path.is_dir() and not path.is_symlink()) or path.is_symlink()
+        ]
+    return found
 
 
 def clear_run_files(run_dir: Path) -> None:
-    """Delete the files and folders a run writes in `run_dir` (`RUN_FILES`), and nothing else."""
+    """Delete the files and folders a run writes in `run_dir` (`RUN_FILES`), and nothing else.
+    A link with such a name is removed as a link: what it points to is not touched."""
     for path in run_files(run_dir):
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()

@@ -421,3 +421,24 @@ def test_the_resume_hint_of_a_sweep_job_is_the_sweep_into_its_folder(monkeypatch
     assert cli._resume_hint(single, "posenc-train seed=1", Path("/r")).endswith(
         "posenc-train seed=1 hydra.run.dir=/r"
     )
+
+
+def test_overwrite_deletes_only_what_a_run_writes_and_links_as_links(tmp_path):
+    """Names a user may choose (seed_notes.txt, hparams_plan.yaml, a link seed_data) are not a
+    run's; a link with a run's name (train_state to scratch space) goes, not what it points
+    to."""
+    run_dir, scratch = tmp_path / "run", tmp_path / "scratch"
+    (scratch / "train_state").mkdir(parents=True)
+    (scratch / "train_state" / "keep.txt").write_text("scratch")
+    run(make_settings("task=reverse"), run_dir, show_progress=False)
+    mine = {"seed_notes.txt": "a", "hparams_plan.yaml": "b"}
+    for name, text in mine.items():
+        (run_dir / name).write_text(text)
+    (run_dir / "seed_data").symlink_to(scratch)
+    shutil.rmtree(run_dir / "train_state")
+    (run_dir / "train_state").symlink_to(scratch / "train_state")
+    run(make_settings("task=reverse"), run_dir, show_progress=False, overwrite=True)
+    assert all((run_dir / name).read_text() == text for name, text in mine.items())
+    assert (run_dir / "seed_data").is_symlink()
+    assert (scratch / "train_state" / "keep.txt").read_text() == "scratch"
+    assert not (run_dir / "train_state").is_symlink() and (run_dir / "results.json").exists()
