@@ -197,6 +197,15 @@ class RunLogs(NamedTuple):
         return [log.position(step) for log in self.each()]
 
 
+def log_folders(run_dir: Path, settings: Settings) -> list[Path]:
+    """The folders of the run's logs, in the order of `RunLogs.each`: the run's own, then with
+    several seeds each replica's seed_<s>/."""
+    folders = [run_dir]
+    if settings.train.num_seeds > 1:
+        folders += [run_dir / f"seed_{seed}" for seed in seeds.seeds_of(settings)]
+    return folders
+
+
 @contextlib.contextmanager
 def run_logs(
     run_dir: Path,
@@ -208,9 +217,7 @@ def run_logs(
     with several, each replica logs to seed_<s>/. With write=False (a process that does not
     write the run folder, see `distributed.py`), logs that write nothing. `resume_at` (a
     resumed run) gives each log's position at its checkpoint, in the order of `RunLogs.each`."""
-    folders = [run_dir]
-    if settings.train.num_seeds > 1:
-        folders += [run_dir / f"seed_{seed}" for seed in seeds.seeds_of(settings)]
+    folders = log_folders(run_dir, settings)
     positions = list(resume_at) if resume_at is not None else [None] * len(folders)
 
     def open_log(folder: Path, position: LogPosition | None) -> RunLog:

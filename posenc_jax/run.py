@@ -30,6 +30,7 @@ from posenc_jax.outputs import (
     RESULTS_FILE,
     clear_run_files,
     flatten,
+    log_folders,
     record_evaluation,
     reserve_open_files,
     results_document,
@@ -102,6 +103,11 @@ def run(
     if stored is not None:
         resume, positions = _resume_point(checkpoints, settings)
         if writer:
+            try:
+                _require_logs_reach(run_dir, settings, positions)
+            except ConfigError:
+                checkpoints.close()
+                raise
             print(f"Resuming {run_dir} from step {resume.step if resume else 0}.")
 
     with run_logs(run_dir, settings, write=writer, resume_at=positions) as logs:
@@ -213,6 +219,22 @@ def _stored_run_settings(
         f"was changed. Rerun the command that started it to resume it, choose another folder "
         f"(hydra.run.dir=...), or add overwrite=true to delete that run and start this one."
     )
+
+
+def _require_logs_reach(run_dir: Path, settings: Settings, positions: list[LogPosition]) -> None:
+    """A resume cuts each metrics.jsonl back to the length its checkpoint recorded. One that is
+    shorter was cut or removed after that checkpoint: cutting would pad it with NUL bytes, and
+    its history would be lost without a word. ConfigError, before anything changes."""
+    for folder, position in zip(log_folders(run_dir, settings), positions, strict=True):
+        jsonl = folder / "metrics.jsonl"
+        size = jsonl.stat().st_size if jsonl.is_file() else 0
+        if size < position.jsonl_bytes:
+            raise ConfigError(
+                f"{jsonl} holds {size} bytes, fewer than the {position.jsonl_bytes} its "
+                f"newest checkpoint (step {position.step}) recorded: it was cut short or removed "
+                f"after that checkpoint, so resuming would lose its history; nothing was "
+                f"changed. Restore it, or start the run over with overwrite=true."
+            )
 
 
 def _resume_point(

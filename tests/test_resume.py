@@ -442,3 +442,23 @@ def test_overwrite_deletes_only_what_a_run_writes_and_links_as_links(tmp_path):
     assert (run_dir / "seed_data").is_symlink()
     assert (scratch / "train_state" / "keep.txt").read_text() == "scratch"
     assert not (run_dir / "train_state").is_symlink() and (run_dir / "results.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut", "removed"])
+def test_a_log_cut_short_after_its_checkpoint_is_refused_unchanged(monkeypatch, tmp_path, damage):
+    """Resuming cuts metrics.jsonl back to the length its checkpoint recorded; a shorter one
+    would be padded with NUL bytes, its history lost."""
+    folder = interrupted_folder(monkeypatch, tmp_path)
+    jsonl = folder / "metrics.jsonl"
+    if damage == "cut":
+        jsonl.write_bytes(jsonl.read_bytes()[:20])
+    else:
+        jsonl.unlink()
+    before = files_of(folder)
+    with pytest.raises(ConfigError, match=r"metrics.jsonl holds \d+ bytes, fewer than the"):
+        run(
+            make_settings("task=reverse", "train.steps=40", "train.checkpoint_every=10"),
+            folder,
+            show_progress=False,
+        )
+    assert files_of(folder) == before
