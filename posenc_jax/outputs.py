@@ -248,6 +248,8 @@ def write_evaluation(
     `step`; save the plot (and the attention maps of the first replica, with
     eval.save_attention), and print the table (of the mean over seeds, with several)."""
     prefix, suffix = (f"eval_{tag}", f"_{tag}") if tag else ("eval", "")
+    for log in logs.each():
+        log.begin_evaluation(prefix, f"hparams{suffix}")
     for index, (evaluation, replica_log) in enumerate(zip(evaluations, logs.replicas, strict=True)):
         if evaluation is not None:
             _log_scalars(evaluation, replica_log, step, prefix)

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -54,15 +55,39 @@ class RunLog:
         self.events = self._writer(purge_step=purge_step)
         self.jsonl = open(jsonl, "a", encoding="utf-8")
 
-    def _writer(self, purge_step: int | None = None):
+    def _writer(self, purge_step: int | None = None, evaluation: str = ""):
         # Each writer its own file. tensorboardX names a file by the second it opened and
         # truncates an existing one, and TensorBoard reads a folder's files in name order: the
         # nanosecond suffix keeps every file (of any attempt) apart, in the order they opened.
+        # An evaluation's file also ends in its name (`begin_evaluation`).
         return SummaryWriter(
             logdir=str(self.run_dir),
             purge_step=purge_step,
-            filename_suffix=f".{time.time_ns():020d}",
+            filename_suffix=f".{time.time_ns():020d}" + (f".{evaluation}" if evaluation else ""),
         )
+
+    def begin_evaluation(self, name: str, hparams_folder: str) -> None:
+        """Log what follows, the evaluation `name` (eval, or eval_<tag> for a re-evaluation),
+        to its own events file, first removing what an earlier attempt at it logged before
+        it was stopped short of its results: its events files, its HParams session folder,
+        and its lines of metrics.jsonl (keys under `name`/). A rerun cannot purge those by
+        step (its series' steps are input lengths), so this is how each is logged once."""
+        self.events.close()
+        for old in self.run_dir.glob(f"events.out.tfevents.*.{name}"):
+            old.unlink()
+        shutil.rmtree(self.run_dir / hparams_folder, ignore_errors=True)
+        self.jsonl.close()
+        jsonl = Path(self.jsonl.name)
+        lines = jsonl.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [
+            line for line in lines if not any(k.startswith(f"{name}/") for k in json.loads(line))
+        ]
+        if kept != lines:  # written aside, then renamed over: a kill leaves one or the other
+            partial = jsonl.with_name(jsonl.name + ".tmp")
+            partial.write_text("".join(kept), encoding="utf-8")
+            os.replace(partial, jsonl)
+        self.jsonl = open(jsonl, "a", encoding="utf-8")
+        self.events = self._writer(evaluation=name)
 
     def position(self, step: int) -> LogPosition:
         """Put everything logged so far on disk and say where it ends: what a checkpoint at
@@ -131,6 +156,9 @@ class DiscardedLog(RunLog):
         pass
 
     def figure(self, tag: str, figure, step: int) -> None:
+        pass
+
+    def begin_evaluation(self, name: str, hparams_folder: str) -> None:
         pass
 
     def close(self) -> None:

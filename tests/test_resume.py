@@ -462,3 +462,34 @@ def test_a_log_cut_short_after_its_checkpoint_is_refused_unchanged(monkeypatch, 
             show_progress=False,
         )
     assert files_of(folder) == before
+
+
+@pytest.mark.parametrize("num_seeds", [1, 2])
+def test_a_run_stopped_while_writing_its_evaluation_logs_it_once_on_rerun(
+    monkeypatch, tmp_path, num_seeds
+):
+    """Stopped after the evaluation's scalars, series and HParams session were logged (at
+    the plot): the rerun evaluates again, and TensorBoard and metrics.jsonl hold each
+    evaluation entry once, as an uninterrupted run's do."""
+    settings = make_settings("task=reverse", f"train.num_seeds={num_seeds}")
+    original = run_log.RunLog.figure
+
+    def stopped(self, tag, figure, step):
+        monkeypatch.setattr(run_log.RunLog, "figure", original)
+        raise Interrupted
+
+    monkeypatch.setattr(run_log.RunLog, "figure", stopped)
+    with pytest.raises(Interrupted):
+        run(settings, tmp_path / "resumed", show_progress=False)
+    resumed = run(settings, tmp_path / "resumed", show_progress=False)
+    alone = run(settings, tmp_path / "alone", show_progress=False)
+    assert without_timing(resumed) == without_timing(alone)
+    logs = ["."] + [f"seed_{seed}" for seed in range(num_seeds)] * (num_seeds > 1)
+    for log in logs:
+        folders = [tmp_path / run_name / log for run_name in ("resumed", "alone")]
+        texts = [(folder / "metrics.jsonl").read_text() for folder in folders]
+        assert texts[0] == texts[1]
+        for tag in ("eval/acc_id", "eval/token_acc_by_length"):
+            assert logged_steps(folders[0], tag) == logged_steps(folders[1], tag)
+        sessions = [len(list(folder.glob("hparams/events.out.tfevents.*"))) for folder in folders]
+        assert sessions[0] == sessions[1]
