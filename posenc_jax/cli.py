@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -165,16 +166,27 @@ def _train(cfg: DictConfig) -> float | None:
     return results["eval"].get("acc_ood")
 
 
+def hydra_quoted(value: str) -> str:
+    """`value` as Hydra's override grammar reads it back: as it is when it holds only plain
+    path characters, else in single quotes (a comma would make a sweep, a space or a non-ASCII
+    letter a syntax error)."""
+    if re.fullmatch(r"[A-Za-z0-9_./:+@%~-]+", value):
+        return value
+    # Backslashes escape only before a quote (or the closing one): those are doubled.
+    escaped = re.sub(r"(\\+)(?='|$)", lambda run: run[1] * 2, value).replace("'", "\\'")
+    return f"'{escaped}'"
+
+
 def _resume_hint(hydra_config: Any, command: str, run_dir: Path) -> str:
     """The command that resumes a stopped run: the same one into the same folder. For a job
     of a sweep, the whole sweep again into the same sweep folder: Hydra places a job by its
     number in the sweep, and the sweep keeps its finished jobs."""
     if hydra_config.mode != RunMode.MULTIRUN:
-        folder = f"hydra.run.dir={shlex.quote(str(run_dir))}"
+        folder = shlex.quote(f"hydra.run.dir={hydra_quoted(str(run_dir))}")
         return f"Run the same command into the same folder to resume it: {command} {folder}"
     argv = sys.argv[1:]
     if not any(arg.startswith("hydra.sweep.dir=") for arg in argv):
-        argv = [*argv, f"hydra.sweep.dir={hydra_config.sweep.dir}"]
+        argv = [*argv, f"hydra.sweep.dir={hydra_quoted(str(hydra_config.sweep.dir))}"]
     return (
         f"Run the same sweep into the same folder to resume it (its finished runs are kept): "
         f"{shlex.join(['posenc-train', *argv])}"

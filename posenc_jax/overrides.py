@@ -68,11 +68,24 @@ def _check_run_folder(override: Override) -> None:
             f"directory; give a folder ({override.key_or_group}=outputs/my_run), or leave it out "
             f"for the default."
         )
-    if isinstance(path, str) and Path(path).exists() and not Path(path).is_dir():
+    if not isinstance(path, str):
+        return
+    key = override.key_or_group
+    try:
+        # The folder, or the nearest part of its path that exists, must be a folder.
+        existing = Path(path).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        usable = existing.is_dir()
+    except OSError as error:  # a name too long for the file system, a path it refuses
         raise ConfigError(
-            f"{override.key_or_group}={path} is a file, not a folder, so no run can be written "
-            f"there; choose a folder that does not exist yet (or an unfinished run's, to resume "
-            f"it)."
+            f"{key}={path} cannot be a folder here ({error.strerror}); choose another path."
+        ) from error
+    if not usable:
+        raise ConfigError(
+            f"{key}={path} is a file, or lies under one ({existing}), not a folder, so no run "
+            f"can be written there; choose a folder that does not exist yet (or an unfinished "
+            f"run's, to resume it)."
         )
 
 

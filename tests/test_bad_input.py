@@ -180,12 +180,20 @@ def test_every_encoding_number_is_refused_by_name_or_trains_finite(name, field):
         assert math.isfinite(float(counts.nll.sum())), value
 
 
-def test_a_file_given_as_the_run_folder_is_refused(tmp_path, capsys):
-    """Hydra would answer with a raw FileExistsError when it made the folder."""
+@pytest.mark.parametrize(
+    "folder, message",
+    [
+        ("a_file", "is a file, or lies under one"),
+        ("a_file/run", "is a file, or lies under one"),
+        ("x" * 300, "cannot be a folder here (File name too long)"),
+    ],
+)
+def test_a_run_folder_that_cannot_be_one_is_refused(tmp_path, capsys, folder, message):
+    """Hydra would answer with a raw FileExistsError, NotADirectoryError or OSError."""
     (tmp_path / "a_file").write_text("mine")
-    code, _, err = run_in_process(main, [f"hydra.run.dir={tmp_path / 'a_file'}"], capsys)
-    assert code == 2 and "is a file, not a folder" in err and "Traceback" not in err
-    assert (tmp_path / "a_file").read_text() == "mine"
+    code, _, err = run_in_process(main, [f"hydra.run.dir={tmp_path / folder}"], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_a_refusal_removes_the_folders_hydra_made_and_no_other(tmp_path, capsys):

@@ -10,6 +10,7 @@ posenc-train SIGTERM or SIGKILL once its first checkpoint is on disk."""
 import contextlib
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -493,3 +495,15 @@ def test_a_run_stopped_while_writing_its_evaluation_logs_it_once_on_rerun(
             assert logged_steps(folders[0], tag) == logged_steps(folders[1], tag)
         sessions = [len(list(folder.glob("hparams/events.out.tfevents.*"))) for folder in folders]
         assert sessions[0] == sessions[1]
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["/r/plain-1.0", "/r/ünï 🚀", "/r/co,mma", "/r/it's", "/r/a\\b", "/r/end\\", "/r/q\\'"],
+)
+def test_the_resume_hint_reads_back_as_the_folder_in_a_shell_and_in_hydra(folder):
+    """The adversarial tester's unicode and comma folders gave hints Hydra could not read."""
+    hint = cli._resume_hint(SimpleNamespace(mode=RunMode.RUN), "posenc-train", Path(folder))
+    argument = shlex.split(hint.rpartition(": ")[2])[-1]
+    (override,) = OverridesParser.create().parse_overrides([argument])
+    assert override.key_or_group == "hydra.run.dir" and override.value() == folder
