@@ -12,11 +12,13 @@ the run's own settings build, traced with `nnx.eval_shape` so that nothing is co
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -100,11 +102,13 @@ class TrainingCheckpoints:
             window = jax.tree.map(
                 lambda a: {"dtype": a.dtype.name, "values": a.tolist()}, to_host(window)
             )
+        stored = _with_key_data(state)
+        progress = {**progress, "window": window and window._asdict()}
+        progress["state_sha256"] = state_digest(stored)
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_with_key_data(state)),
-                progress=ocp.args.JsonSave({**progress, "window": window and window._asdict()}),
+                state=ocp.args.StandardSave(stored), progress=ocp.args.JsonSave(progress)
             ),
         )
 
@@ -129,6 +133,12 @@ class TrainingCheckpoints:
             ),
         )
         state, progress = restored["state"], restored["progress"]
+        expected = progress.pop("state_sha256", None)  # None: saved before digests existed
+        if expected is not None and state_digest(state) != expected:
+            raise ValueError(
+                f"the train state of step {step} does not match the SHA-256 digest saved with "
+                f"it: its files were changed after the save"
+            )
         window = progress.pop("window", None)
         if window is not None:
             window = metrics.Counts(
@@ -140,6 +150,19 @@ class TrainingCheckpoints:
         """Wait until every checkpoint started is on disk."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 of a state's values (dtype, shape and bytes of every leaf, in tree order), as
+    gathered on the host. Orbax keeps no checksum: a byte changed in a saved file can read
+    back as other numbers without an error, so a checkpoint carries this digest of what was
+    saved, and a restore that does not reproduce it is refused."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(to_host(state)):
+        array = np.ascontiguousarray(leaf)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _with_key_data(state: TrainState) -> TrainState:

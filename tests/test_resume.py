@@ -319,6 +319,15 @@ def corrupt(folder: Path) -> None:
             file.write_bytes(b"not a checkpoint")
 
 
+def flipped(folder: Path) -> None:
+    """One byte changed in the middle of each data file: orbax may read other numbers back
+    without an error; the state's digest catches it."""
+    for file in (folder / "train_state" / "20" / "state").rglob("*/d/*"):
+        data = bytearray(file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        file.write_bytes(bytes(data))
+
+
 def foreign(folder: Path) -> None:
     """Put another model's checkpoints (d_model 16 instead of 32) in place of the run's."""
     other = interrupted_folder(pytest.MonkeyPatch(), folder.parent / "other", "model.d_model=16")
@@ -326,7 +335,7 @@ def foreign(folder: Path) -> None:
     shutil.copytree(other / "train_state", folder / "train_state")
 
 
-@pytest.mark.parametrize("damage", [corrupt, foreign])
+@pytest.mark.parametrize("damage", [corrupt, flipped, foreign])
 def test_an_unreadable_checkpoint_is_refused_before_training_and_changes_nothing(
     monkeypatch, tmp_path, damage
 ):
