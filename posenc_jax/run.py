@@ -42,7 +42,7 @@ from posenc_jax.outputs import (
 from posenc_jax.provenance import provenance
 from posenc_jax.run_log import LogPosition
 from posenc_jax.sharding import device_mesh
-from posenc_jax.train import ResumePoint, TrainState, train
+from posenc_jax.train import Preempted, ResumePoint, TrainState, train
 
 
 def run(
@@ -133,26 +133,31 @@ def run(
                 progress = {"replicas": replicas, "logs": logs.positions(step)}
                 checkpoints.save(step, state, progress, window)
 
-            try:
-                with sigterm_requests_stop() as stop_requested:
+            with sigterm_requests_stop() as stop_requested:
+                try:
                     outcome = train(settings, on_log, resume, on_checkpoint, stop_requested)
-            finally:
-                checkpoints.close()
-        step = outcome.summary["steps"]
-        completed = [s["status"] == "completed" for s in outcome.seed_summaries]
+                finally:
+                    checkpoints.close()  # still under the handler: a second SIGTERM waits too
+                step = outcome.summary["steps"]
+                completed = [s["status"] == "completed" for s in outcome.seed_summaries]
+                if stop_requested() and any(completed):  # in the last chunk: saved, not evaluated
+                    raise Preempted(step, step)
         evaluations: list[dict[str, Any] | None] = [None] * len(completed)
         if any(completed):
             save_params(run_dir, outcome.params)  # by every process: each saves its pieces
-            evaluations = record_evaluation(
-                settings,
-                outcome.graphdef,
-                outcome.params,
-                run_dir,
-                logs,
-                step,
-                completed,
-                show_progress=show_progress,
-            )
+            # Evaluation keeps no state worth saving: SIGTERM stops it at once, and the rerun
+            # evaluates again from the final checkpoint.
+            with sigterm_raises(Preempted(step, step)):
+                evaluations = record_evaluation(
+                    settings,
+                    outcome.graphdef,
+                    outcome.params,
+                    run_dir,
+                    logs,
+                    step,
+                    completed,
+                    show_progress=show_progress,
+                )
         diverged = [
             f"seed {s['seed']} at step {s['steps']}"
             for s in outcome.seed_summaries
@@ -261,6 +266,24 @@ def _resume_point(
     positions = [LogPosition(*position) for position in progress["logs"]]
     step = int(np.max(to_host(state.step)))
     return ResumePoint(step, state, progress["replicas"], window), positions
+
+
+@contextlib.contextmanager
+def sigterm_raises(error: Exception) -> Iterator[None]:
+    """While inside, SIGTERM raises `error` in the main thread (where Python runs signal
+    handlers; elsewhere SIGTERM is left as it is). The previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(*_: Any) -> None:
+        raise error
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

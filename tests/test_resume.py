@@ -9,6 +9,7 @@ posenc-train SIGTERM or SIGKILL once its first checkpoint is on disk."""
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -516,3 +517,47 @@ def test_the_resume_hint_reads_back_as_the_folder_in_a_shell_and_in_hydra(folder
     argument = shlex.split(hint.rpartition(": ")[2])[-1]
     (override,) = OverridesParser.create().parse_overrides([argument])
     assert override.key_or_group == "hydra.run.dir" and override.value() == folder
+
+
+def test_sigterm_in_the_last_chunk_stops_before_evaluating_and_the_rerun_evaluates(
+    monkeypatch, tmp_path
+):
+    """Asked after steps 5, 10 and 15 by training, and once more when training has ended:
+    the run is saved at 20 and stops there instead of evaluating."""
+    asks = iter(range(1000))
+
+    @contextlib.contextmanager
+    def stop_after_training():
+        yield lambda: next(asks) == 3
+
+    monkeypatch.setattr(run_module, "sigterm_requests_stop", stop_after_training)
+    settings = make_settings("task=reverse")
+    with pytest.raises(Preempted, match="stopped at step 20; resumes from step 20"):
+        run(settings, tmp_path / "resumed", show_progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "resumed" / outputs.RESULTS_FILE).exists()
+    resumed = run(settings, tmp_path / "resumed", show_progress=False)
+    alone = run(settings, tmp_path / "alone", show_progress=False)
+    assert without_timing(resumed) == without_timing(alone)
+
+
+def test_sigterm_during_evaluation_stops_it_and_the_rerun_evaluates(monkeypatch, tmp_path):
+    """A real SIGTERM to this process once evaluation has begun: it raises Preempted there
+    (no silent death by the default handler), and the rerun evaluates from the end of
+    training."""
+    original = run_module.record_evaluation
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "record_evaluation", signalled)
+    handler = signal.getsignal(signal.SIGTERM)
+    settings = make_settings("task=reverse")
+    with pytest.raises(Preempted, match="stopped at step 20; resumes from step 20"):
+        run(settings, tmp_path / "resumed", show_progress=False)
+    monkeypatch.undo()
+    resumed = run(settings, tmp_path / "resumed", show_progress=False)
+    alone = run(settings, tmp_path / "alone", show_progress=False)
+    assert without_timing(resumed) == without_timing(alone)
+    assert signal.getsignal(signal.SIGTERM) == handler  # put back
