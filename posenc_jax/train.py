@@ -262,7 +262,7 @@ def train(
     (found at the next log step); training stops early when all have, and takes no checkpoint
     of a state in which every replica has diverged. summary["status"] is "completed" if every
     replica completed, else "diverged". With one seed, the summary holds that seed's steps,
-    final_loss and final_acc too.
+    final_loss and final_acc too, and first_nonfinite_step if it diverged.
     """
     cfg = settings.train
     graphdef, state, optimizer = init_state(settings)
@@ -333,6 +333,8 @@ def train(
     }
     if cfg.num_seeds == 1:
         summary.update({key: replicas[0].get(key) for key in ("final_loss", "final_acc")})
+        if not completed:  # with several seeds, each one's "steps" in results.json's seeds says it
+            summary["first_nonfinite_step"] = replicas[0]["steps"]
     else:
         summary["num_seeds"] = cfg.num_seeds
     return TrainOutcome(graphdef, state.params, summary, replicas)

@@ -34,6 +34,7 @@ def test_a_diverged_run_names_its_step_and_keeps_its_good_checkpoints(
     )
     results = run(settings, tmp_path, show_progress=False)
     assert results["status"] == "diverged" and results["eval"] is None
+    assert results["train"]["first_nonfinite_step"] == first_nonfinite
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
     assert f"seed 0 at step {first_nonfinite})" in capsys.readouterr().out
     # The partial history: every log step up to the one that found it.
