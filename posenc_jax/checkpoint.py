@@ -13,6 +13,7 @@ the run's own settings build, traced with `nnx.eval_shape` so that nothing is co
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ class TrainingCheckpoints:
             )
         stored = _with_key_data(state)
         progress = {**progress, "window": window and window._asdict()}
-        progress["state_sha256"] = state_digest(stored)
+        progress["sha256"] = checkpoint_digest(stored, progress)
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -133,11 +134,17 @@ class TrainingCheckpoints:
             ),
         )
         state, progress = restored["state"], restored["progress"]
-        expected = progress.pop("state_sha256", None)  # None: saved before digests existed
-        if expected is not None and state_digest(state) != expected:
+        expected = progress.pop("sha256", None)
+        if expected is None or checkpoint_digest(state, progress) != expected:
             raise ValueError(
-                f"the train state of step {step} does not match the SHA-256 digest saved with "
-                f"it: its files were changed after the save"
+                f"the checkpoint of step {step} does not match the SHA-256 digest saved with "
+                f"it (or has none): its files were changed after the save"
+            )
+        # A checkpoint copied in from another run (another seed, another learning rate) is
+        # whole and matches its digest: the settings it was saved with say whose it is.
+        if progress.pop("config", None) != json.loads(json.dumps(settings.to_dict())):
+            raise ValueError(
+                f"the checkpoint of step {step} was saved by a run with other settings"
             )
         window = progress.pop("window", None)
         if window is not None:
@@ -152,12 +159,13 @@ class TrainingCheckpoints:
         self._manager.close()
 
 
-def state_digest(state: Any) -> str:
-    """SHA-256 of a state's values (dtype, shape and bytes of every leaf, in tree order), as
-    gathered on the host. Orbax keeps no checksum: a byte changed in a saved file can read
-    back as other numbers without an error, so a checkpoint carries this digest of what was
-    saved, and a restore that does not reproduce it is refused."""
-    digest = hashlib.sha256()
+def checkpoint_digest(state: Any, progress: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint: the state's values (dtype, shape and bytes of every leaf, in
+    tree order, gathered on the host) and the progress record (as canonical JSON). Orbax keeps
+    no checksum: a byte changed in a saved file can read back as other numbers without an
+    error, and an edited log position would cut a log mid-line. A checkpoint carries this
+    digest of what was saved, and a restore that does not reproduce it is refused."""
+    digest = hashlib.sha256(json.dumps(progress, sort_keys=True).encode())
     for leaf in jax.tree.leaves(to_host(state)):
         array = np.ascontiguousarray(leaf)
         digest.update(f"{array.dtype.str}{array.shape}".encode())

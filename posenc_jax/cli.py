@@ -44,7 +44,7 @@ from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import InspectOptions, inspect_encoding, pictures_for
 from posenc_jax.model_config import ModelConfig
-from posenc_jax.overrides import check_overrides, deepest_existing_folder
+from posenc_jax.overrides import check_overrides, folders_hydra_will_make
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 from posenc_jax.spec import construct
@@ -83,23 +83,22 @@ def compose_settings(overrides: Sequence[str]) -> Settings:
 OmegaConf.register_new_resolver("seed_label", seed_label, replace=True)
 
 
-# The deepest folder on the run folder's path that existed before Hydra ran (set by the
-# command's entry point, read when it refuses): Hydra makes the folders below it before this
-# command can validate anything.
-_EXISTING_FOLDER: Path | None = None
+# The folders on the run folder's path that did not exist before Hydra ran (set by the
+# command's entry point, read when it refuses): Hydra makes them before this command can
+# validate anything.
+_FOLDERS_HYDRA_MAKES: list[Path] = []
 
 
-def _remove_folders_hydra_made(run_dir: Path) -> None:
-    """After a refusal, remove the run folder and its parents up to `_EXISTING_FOLDER` (not
-    included) while they are empty: leave no folder behind, and touch none that existed."""
-    if _EXISTING_FOLDER is None:
-        return
-    folder = run_dir.absolute()
-    while folder.is_relative_to(_EXISTING_FOLDER) and folder != _EXISTING_FOLDER:
-        if any(folder.iterdir()):
+def _remove_folders_hydra_made() -> None:
+    """After a refusal, remove the folders Hydra made for the run, innermost first, while they
+    are empty: leave no folder behind, and touch none that existed."""
+    for folder in reversed(_FOLDERS_HYDRA_MAKES):
+        sweep_record = folder / "multirun.yaml"  # what Hydra writes in a sweep folder it made
+        if sweep_record.is_file() and [p.name for p in folder.iterdir()] == [sweep_record.name]:
+            sweep_record.unlink()
+        if not folder.is_dir() or any(folder.iterdir()):
             return
         folder.rmdir()
-        folder = folder.parent
 
 
 # The shell's status for a process ended by SIGTERM (128 + 15): a stopped run is not a success.
@@ -112,7 +111,11 @@ def _train(cfg: DictConfig) -> float | None:
         try:
             return train_into(run_dir)
         except ConfigError:
-            _remove_folders_hydra_made(run_dir)
+            # A job of a sweep also has its own folder, which Hydra names by the job's number.
+            in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+            if in_sweep and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+            _remove_folders_hydra_made()
             raise
 
     def train_into(run_dir: Path):
@@ -200,12 +203,11 @@ def _with_overrides_checked(
     raw exception, or without the valid choices, end in the command's one paragraph."""
 
     def checked_main() -> None:
-        global _EXISTING_FOLDER
         try:
             check_overrides(config_dir(), config_name, sys.argv[1:])
         except ConfigError as error:
             _refuse(command, error)
-        _EXISTING_FOLDER = deepest_existing_folder(config_dir(), config_name, sys.argv[1:])
+        _FOLDERS_HYDRA_MAKES[:] = folders_hydra_will_make(config_dir(), config_name, sys.argv[1:])
         hydra_main()
 
     return checked_main

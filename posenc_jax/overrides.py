@@ -9,8 +9,8 @@ raw exception or with a message that does not say what would be valid:
 - a run or sweep folder that is an existing file: Hydra's FileExistsError; or empty
   (`hydra.run.dir=`, an unset variable in a script): a run into the current directory.
 
-`deepest_existing_folder` says where the folders Hydra is about to create for the run begin,
-so that a command refused later removes what Hydra made, and only that.
+`folders_hydra_will_make` names the folders Hydra is about to create for the run, so that a
+command refused later removes what Hydra made, and only that.
 
 Each raises a `ConfigError` naming the value and what would be valid. The arguments are read
 one at a time with Hydra's own override parser, and the sections' keys from the config Hydra
@@ -21,6 +21,7 @@ to Hydra, as is any override of a group swept with -m.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -89,26 +90,29 @@ def _check_run_folder(override: Override) -> None:
         )
 
 
-def deepest_existing_folder(config_dir: str, config_name: str, argv: Sequence[str]) -> Path | None:
-    """The deepest folder that exists now on the path of this command's run folder (a
-    sweep's: of its sweep folder), as an absolute path: what Hydra creates for the run lies
-    below it, and it is the folder itself if that exists. None if the command line cannot be
-    composed here (Hydra will say why)."""
+def folders_hydra_will_make(config_dir: str, config_name: str, argv: Sequence[str]) -> list[Path]:
+    """The folders that do not exist yet on the path of this command's run folder (a sweep's:
+    of its sweep folder), outermost first: what Hydra will create for the run. Empty if the
+    command line cannot be composed here (Hydra will say why)."""
     overrides = list(_overrides_in(argv))
     sweep = any(arg in ("-m", "--multirun") for arg in argv)
     plain = [str(o.input_line) for o in overrides if not o.is_sweep_override()]
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             config = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
-        folder = Path(
-            str(OmegaConf.select(config, "hydra.sweep.dir" if sweep else "hydra.run.dir"))
-        )
+        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+        path = Path(str(OmegaConf.select(config, key))).absolute()
     except Exception:  # any failure here is Hydra's to report, with its own message
-        return None
-    folder = folder.absolute()
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
-    return folder
+        return []
+    # Hydra makes each component of the path as written: a/new/../b makes a/new, and b if
+    # it is missing. "." and ".." make nothing; a prefix is looked up with them collapsed.
+    missing, prefix = [], Path(path.anchor)
+    for part in path.parts[1:]:
+        prefix = prefix / part
+        folder = Path(os.path.normpath(prefix))
+        if part not in (".", "..") and not folder.exists() and folder not in missing:
+            missing.append(folder)
+    return missing
 
 
 def _is_group_choice(config_dir: Path, override: Override) -> bool:

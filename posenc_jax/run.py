@@ -130,7 +130,11 @@ def run(
             def on_checkpoint(
                 step: int, state: TrainState, replicas: list[dict], window: Counts | None
             ) -> None:
-                progress = {"replicas": replicas, "logs": logs.positions(step)}
+                progress = {
+                    "config": settings.to_dict(),  # whose checkpoint it is (`latest` checks)
+                    "replicas": replicas,
+                    "logs": logs.positions(step),
+                }
                 checkpoints.save(step, state, progress, window)
 
             with sigterm_requests_stop() as stop_requested:
@@ -222,7 +226,8 @@ def _stored_run_settings(
         f"{run_dir} holds {held} with other settings ({named} "
         f"{'differs' if len(differ) == 1 else 'differ'}), so this run cannot resume it; nothing "
         f"was changed. Rerun the command that started it to resume it, choose another folder "
-        f"(hydra.run.dir=...), or add overwrite=true to delete that run and start this one."
+        f"(hydra.run.dir=...; hydra.sweep.dir=... for a sweep), or add overwrite=true to "
+        f"delete that run and start this one."
     )
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tensorboardX import SummaryWriter
+
+from posenc_jax.errors import ConfigError
 
 # tensorboardX warns of every NaN it is given; the only NaN passed on purpose is an HParams
 # metric without a value (e.g. acc_ood of an evaluation that stops at the training length).
@@ -73,15 +76,27 @@ class RunLog:
         and its lines of metrics.jsonl (keys under `name`/). A rerun cannot purge those by
         step (its series' steps are input lengths), so this is how each is logged once."""
         self.events.close()
-        for old in self.run_dir.glob(f"events.out.tfevents.*.{name}"):
-            old.unlink()
+        # Exactly this evaluation's files: a tag may itself contain ".eval_..." (see _writer).
+        own = re.compile(rf"events\.out\.tfevents\..*\.\d{{20}}\.{re.escape(name)}")
+        for old in self.run_dir.glob("events.out.tfevents.*"):
+            if own.fullmatch(old.name):
+                old.unlink()
         shutil.rmtree(self.run_dir / hparams_folder, ignore_errors=True)
         self.jsonl.close()
         jsonl = Path(self.jsonl.name)
         lines = jsonl.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [
-            line for line in lines if not any(k.startswith(f"{name}/") for k in json.loads(line))
-        ]
+        try:
+            kept = [
+                line
+                for line in lines
+                if not any(key.startswith(f"{name}/") for key in json.loads(line))
+            ]
+        except json.JSONDecodeError as error:
+            raise ConfigError(
+                f"{jsonl} has a line that is not JSON ({error}): it was edited or damaged, "
+                f"so its evaluation lines cannot be replaced; nothing was evaluated. Restore it, "
+                f"or start the run over with overwrite=true."
+            ) from error
         if kept != lines:  # written aside, then renamed over: a kill leaves one or the other
             partial = jsonl.with_name(jsonl.name + ".tmp")
             partial.write_text("".join(kept), encoding="utf-8")

@@ -210,3 +210,19 @@ def test_a_refusal_removes_the_folders_hydra_made_and_no_other(tmp_path, capsys)
 def test_an_empty_run_folder_is_refused_not_the_current_directory(capsys):
     code, _, err = run_in_process(main, ["hydra.run.dir="], capsys)
     assert code == 2 and "hydra.run.dir= is empty" in err
+
+
+def test_a_refusal_into_a_path_with_dot_dot_removes_only_what_hydra_made(tmp_path, capsys):
+    (tmp_path / "existing").mkdir()
+    for folder in ("new/../existing", "existing/new/.."):
+        argv = [f"hydra.run.dir={tmp_path / folder}", "train.steps=0"]
+        code, _, err = run_in_process(main, argv, capsys)
+        assert code == 2 and "train.steps=0 must be positive" in err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["existing"]
+
+
+def test_a_refused_sweep_leaves_no_sweep_folder(tmp_path, capsys):
+    argv = ["-m", f"hydra.sweep.dir={tmp_path / 'new' / 'sweep'}", "seed=0,1", "train.steps=0"]
+    code, _, err = run_in_process(main, argv, capsys)
+    assert code == 2 and "train.steps=0 must be positive" in err
+    assert list(tmp_path.iterdir()) == []

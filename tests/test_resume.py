@@ -329,6 +329,30 @@ def flipped(folder: Path) -> None:
         file.write_bytes(bytes(data))
 
 
+def undigested(folder: Path) -> None:
+    """The digest removed from the progress record, and a byte of the state changed."""
+    record = folder / "train_state" / "20" / "progress" / "metadata"
+    progress = json.loads(record.read_text())
+    del progress["sha256"]
+    record.write_text(json.dumps(progress))
+    flipped(folder)
+
+
+def moved_log_position(folder: Path) -> None:
+    """A log position edited: resuming would cut metrics.jsonl mid-line."""
+    record = folder / "train_state" / "20" / "progress" / "metadata"
+    progress = json.loads(record.read_text())
+    progress["logs"][0][1] -= 7
+    record.write_text(json.dumps(progress))
+
+
+def other_seeds(folder: Path) -> None:
+    """The checkpoints of the same command with seed=1: whole, and digest-true."""
+    other = interrupted_folder(pytest.MonkeyPatch(), folder.parent / "other", "seed=1")
+    shutil.rmtree(folder / "train_state")
+    shutil.copytree(other / "train_state", folder / "train_state")
+
+
 def foreign(folder: Path) -> None:
     """Put another model's checkpoints (d_model 16 instead of 32) in place of the run's."""
     other = interrupted_folder(pytest.MonkeyPatch(), folder.parent / "other", "model.d_model=16")
@@ -336,7 +360,9 @@ def foreign(folder: Path) -> None:
     shutil.copytree(other / "train_state", folder / "train_state")
 
 
-@pytest.mark.parametrize("damage", [corrupt, flipped, foreign])
+@pytest.mark.parametrize(
+    "damage", [corrupt, flipped, undigested, moved_log_position, other_seeds, foreign]
+)
 def test_an_unreadable_checkpoint_is_refused_before_training_and_changes_nothing(
     monkeypatch, tmp_path, damage
 ):
@@ -561,3 +587,15 @@ def test_sigterm_during_evaluation_stops_it_and_the_rerun_evaluates(monkeypatch,
     alone = run(settings, tmp_path / "alone", show_progress=False)
     assert without_timing(resumed) == without_timing(alone)
     assert signal.getsignal(signal.SIGTERM) == handler  # put back
+
+
+def test_an_evaluation_replaces_only_its_own_events_file(tmp_path):
+    """A tag may contain '.eval_...': evaluation eval_b must not take eval_a.eval_b's file."""
+    log = run_log.RunLog(tmp_path)
+    log.begin_evaluation("eval_a.eval_b", "hparams_a.eval_b")
+    log.scalars(1, {"eval_a.eval_b/acc": 0.5})
+    log.begin_evaluation("eval_b", "hparams_b")
+    log.scalars(1, {"eval_b/acc": 0.25})
+    log.close()
+    assert [step for step, _ in logged_steps(tmp_path, "eval_a.eval_b/acc")] == [1]
+    assert [step for step, _ in logged_steps(tmp_path, "eval_b/acc")] == [1]
