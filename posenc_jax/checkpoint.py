@@ -26,7 +26,7 @@ from flax import nnx
 from posenc_jax import metrics
 from posenc_jax.config import Settings
 from posenc_jax.distributed import to_host
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, described
 from posenc_jax.model import build_model
 from posenc_jax.train import TrainState, abstract_init_state
 
@@ -65,10 +65,9 @@ def restore_params(run_dir: Path, settings: Settings) -> tuple[nnx.GraphDef, Any
     try:
         params = ocp.StandardCheckpointer().restore(path, target)
     except Exception as error:  # orbax raises many types for unreadable files; all mean the same
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise ConfigError(
             f"The checkpoint {path} is corrupt or does not match the run's config.yaml "
-            f"({type(error).__name__}: {reason}). Nothing was evaluated and no file was changed; "
+            f"({described(error)}). Nothing was evaluated and no file was changed; "
             f"train the run again with posenc-train."
         ) from error
     return graphdef, params

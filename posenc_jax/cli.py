@@ -44,7 +44,7 @@ from posenc_jax.encodings import make_encoding
 from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import InspectOptions, inspect_encoding, pictures_for
 from posenc_jax.model_config import ModelConfig
-from posenc_jax.overrides import check_overrides, folders_hydra_will_make
+from posenc_jax.overrides import check_overrides
 from posenc_jax.reevaluate import reevaluate
 from posenc_jax.run import run
 from posenc_jax.spec import construct
@@ -204,10 +204,9 @@ def _with_overrides_checked(
 
     def checked_main() -> None:
         try:
-            check_overrides(config_dir(), config_name, sys.argv[1:])
+            _FOLDERS_HYDRA_MAKES[:] = check_overrides(config_dir(), config_name, sys.argv[1:])
         except ConfigError as error:
             _refuse(command, error)
-        _FOLDERS_HYDRA_MAKES[:] = folders_hydra_will_make(config_dir(), config_name, sys.argv[1:])
         hydra_main()
 
     return checked_main

@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from posenc_jax.config import Settings
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, described
 
 
 def initialize(settings: Settings) -> None:
@@ -37,11 +37,10 @@ def initialize(settings: Settings) -> None:
     try:
         jax.distributed.initialize()
     except (ValueError, RuntimeError) as error:
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise ConfigError(
             f"train.distributed=true joins the processes that a cluster launcher started "
             f"(SLURM's srun, Open MPI's mpirun, Cloud TPU), but jax.distributed.initialize() "
-            f"found none here ({type(error).__name__}: {reason}). Start the command with the "
+            f"found none here ({described(error)}). Start the command with the "
             f"launcher, e.g. srun posenc-train ... (README: Running a study), or leave "
             f"train.distributed=false for one process."
         ) from error

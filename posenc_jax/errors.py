@@ -11,6 +11,13 @@ class ConfigError(ValueError):
     """A setting that cannot work, explained in one paragraph."""
 
 
+def described(error: BaseException) -> str:
+    """An exception as a ConfigError quotes it: its type and the first line of its message
+    (at most 200 characters), since a library's own message may run to many lines."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {first}"
+
+
 def require_positive_finite(name: str, value: float) -> None:
     """Raise ConfigError("name=value must be positive and finite.") unless 0 < value < inf."""
     if not (value > 0 and math.isfinite(value)):  # NaN fails both

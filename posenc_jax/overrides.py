@@ -9,7 +9,7 @@ raw exception or with a message that does not say what would be valid:
 - a run or sweep folder that is an existing file: Hydra's FileExistsError; or empty
   (`hydra.run.dir=`, an unset variable in a script): a run into the current directory.
 
-`folders_hydra_will_make` names the folders Hydra is about to create for the run, so that a
+`check_overrides` also names the folders Hydra is about to create for the run, so that a
 command refused later removes what Hydra made, and only that.
 
 Each raises a `ConfigError` naming the value and what would be valid. The arguments are read
@@ -37,13 +37,29 @@ from posenc_jax.errors import ConfigError
 RUN_FOLDER_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 
 
-def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> None:
-    """Raise ConfigError for the first override in `argv` that Hydra would mishandle (above)."""
+def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> list[Path]:
+    """Raise ConfigError for the first override in `argv` that Hydra would mishandle (above);
+    else return the folders Hydra will make for the run (`_folders_to_make`). One composition
+    of the config serves both."""
     overrides = list(_overrides_in(argv))
     for override in overrides:
         _check_run_folder(override)
         _check_group_choice(Path(config_dir), override)
-    _check_section_keys(config_dir, config_name, overrides)
+    # The config as the group choices and Hydra's own settings make it: the sections' keys,
+    # and the run folder (named from the groups and hydra.*). The other overrides stay out,
+    # since an unknown key among them would fail the composition itself.
+    groups = [o for o in overrides if _is_group_choice(Path(config_dir), o)]
+    hydra_settings = [o for o in overrides if o.key_or_group.startswith("hydra.")]
+    chosen = [str(o.input_line) for o in groups + hydra_settings if not o.is_sweep_override()]
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            config = compose(config_name=config_name, overrides=chosen, return_hydra_config=True)
+    except HydraException:  # a bad group choice: Hydra's own message lists the choices
+        return []
+    swept = {o.key_or_group for o in groups if o.is_sweep_override()}
+    _check_section_keys(config, overrides, swept)
+    sweep = any(arg in ("-m", "--multirun") for arg in argv)
+    return _folders_to_make(config, "hydra.sweep.dir" if sweep else "hydra.run.dir")
 
 
 def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
@@ -90,17 +106,11 @@ def _check_run_folder(override: Override) -> None:
         )
 
 
-def folders_hydra_will_make(config_dir: str, config_name: str, argv: Sequence[str]) -> list[Path]:
-    """The folders that do not exist yet on the path of this command's run folder (a sweep's:
-    of its sweep folder), outermost first: what Hydra will create for the run. Empty if the
-    command line cannot be composed here (Hydra will say why)."""
-    overrides = list(_overrides_in(argv))
-    sweep = any(arg in ("-m", "--multirun") for arg in argv)
-    plain = [str(o.input_line) for o in overrides if not o.is_sweep_override()]
+def _folders_to_make(config: DictConfig, key: str) -> list[Path]:
+    """The folders that do not exist yet on the path of the run folder (`key`: Hydra's run or
+    sweep dir), outermost first: what Hydra will create for the run. Empty if the path cannot
+    be resolved here (Hydra will say why)."""
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            config = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
-        key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
         path = Path(str(OmegaConf.select(config, key))).absolute()
     except Exception:  # any failure here is Hydra's to report, with its own message
         return []
@@ -137,31 +147,21 @@ def _check_group_choice(config_dir: Path, override: Override) -> None:
     )
 
 
-def _check_section_keys(config_dir: str, config_name: str, overrides: list[Override]) -> None:
-    """An override of `section.key` (no + prefix) whose section has no such key."""
-    changes = [
-        override
-        for override in overrides
-        if override.type == OverrideType.CHANGE
-        and override.key_or_group.count(".") == 1
-        and not override.key_or_group.startswith("hydra.")
-    ]
-    if not changes:
-        return
-    groups = [o for o in overrides if _is_group_choice(Path(config_dir), o)]
-    swept = {o.key_or_group for o in groups if o.is_sweep_override()}
-    chosen = [str(o.input_line) for o in groups if not o.is_sweep_override()]
-    try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            config = compose(config_name=config_name, overrides=chosen)
-    except HydraException:  # a bad group choice: Hydra's own message lists the choices
-        return
-    for override in changes:
+def _check_section_keys(config: DictConfig, overrides: list[Override], swept: set[str]) -> None:
+    """An override of `section.key` (no + prefix) whose section in `config` has no such key;
+    sections of a group swept with -m (`swept`) are left to Hydra."""
+    for override in overrides:
         section, _, key = override.key_or_group.partition(".")
-        node = config.get(section)
-        if section in swept or not isinstance(node, DictConfig) or key in node:
+        if (
+            override.type != OverrideType.CHANGE
+            or override.key_or_group.count(".") != 1
+            or section == "hydra"
+            or section in swept
+        ):
             continue
-        raise ConfigError(
-            f"Unknown key(s) [{key!r}] in section {section!r} ({override.input_line}); valid "
-            f"keys are {[str(name) for name in node]}."
-        )
+        node = config.get(section)
+        if isinstance(node, DictConfig) and key not in node:
+            raise ConfigError(
+                f"Unknown key(s) [{key!r}] in section {section!r} ({override.input_line}); "
+                f"valid keys are {[str(name) for name in node]}."
+            )

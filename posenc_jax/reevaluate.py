@@ -33,7 +33,7 @@ import yaml
 from posenc_jax.checkpoint import restore_params
 from posenc_jax.config import ADDED_SETTINGS, Settings, settings_from_dict
 from posenc_jax.encodings import REGISTRY as ENCODINGS
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, described
 from posenc_jax.outputs import (
     CONFIG_FILE,
     RESULTS_FILE,
@@ -226,9 +226,8 @@ def _read_document(path: Path, parse: Callable[[str], Any]) -> Any:
     try:
         return parse(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as error:
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise ConfigError(
-            f"{path} is unreadable ({type(error).__name__}: {reason}); nothing was evaluated and "
+            f"{path} is unreadable ({described(error)}); nothing was evaluated and "
             f"no file was changed. Train the run again with posenc-train."
         ) from error
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from posenc_jax.checkpoint import TrainingCheckpoints, save_params
 from posenc_jax.config import Settings
 from posenc_jax.distributed import initialize, require_same_run, to_host, writes_outputs
-from posenc_jax.errors import ConfigError
+from posenc_jax.errors import ConfigError, described
 from posenc_jax.metrics import Counts
 from posenc_jax.outputs import (
     CONFIG_FILE,
@@ -256,10 +256,9 @@ def _resume_point(
         latest = checkpoints.latest(settings)
     except Exception as error:  # orbax raises many types for unreadable files; all mean the same
         checkpoints.close()
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise ConfigError(
             f"The newest training checkpoint in {checkpoints.folder} cannot be read as this "
-            f"run's ({type(error).__name__}: {reason}): it is corrupt, or from another run. "
+            f"run's ({described(error)}): it is corrupt, or from another run. "
             f"Nothing was trained or changed. Remove that checkpoint's step folder to resume from "
             f"the one before it, or the whole folder to start over from step 0, or choose "
             f"another run folder (hydra.run.dir=...)."

@@ -3,12 +3,15 @@ Settings, and encodings with perturbed parameters."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import sys
 
 import jax
 from flax import nnx
 from hydra import compose, initialize_config_dir
 
+from posenc_jax import run as run_module
 from posenc_jax.cli import compose_settings, config_dir
 from posenc_jax.config import Settings
 from posenc_jax.encodings import PositionalEncoding
@@ -39,6 +42,28 @@ def without_timing(document, ignore: frozenset[str] = TIMING | {"provenance"}):
     if isinstance(document, list):
         return [without_timing(item, ignore) for item in document]
     return document
+
+
+def posenc_train(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """posenc-train with `args` in a process of its own (its output captured as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "posenc_jax", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def stop_requested_at_ask(monkeypatch, ask: int) -> None:
+    """Make the next run's SIGTERM flag (`run.sigterm_requests_stop`) say yes at its ask
+    number `ask` (0-based): training asks after each chunk, and once more after its last."""
+    asks = iter(range(10**6))
+
+    @contextlib.contextmanager
+    def requested():
+        yield lambda: next(asks) == ask
+
+    monkeypatch.setattr(run_module, "sigterm_requests_stop", requested)
 
 
 def compose_config(overrides: list[str], hydra: bool = False):

@@ -3,15 +3,13 @@
 resume is held to the same standard in test_resume.py."""
 
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
 
 from posenc_jax.checkpoint import restore_params
 
-from helpers import FAST, make_settings, without_timing
+from helpers import FAST, make_settings, posenc_train, without_timing
 
 # Two seeds as a batch axis, two length buckets and a decoder scored by greedy decoding: the
 # paths where an order of operations could vary between processes.
@@ -28,12 +26,7 @@ COMMAND = [
 def test_one_command_run_twice_writes_identical_results(tmp_path):
     folders = [tmp_path / "first", tmp_path / "second"]
     for folder in folders:
-        done = subprocess.run(
-            [sys.executable, "-m", "posenc_jax", *COMMAND, f"hydra.run.dir={folder}"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = posenc_train(*COMMAND, f"hydra.run.dir={folder}")
         assert done.returncode == 0, done.stderr[-2000:]
     first, second = (json.loads((folder / "results.json").read_text()) for folder in folders)
     assert without_timing(first) == without_timing(second)

@@ -2,19 +2,17 @@
 and named; the run stops with status "diverged" and its partial history, and keeps its last
 good checkpoint (no checkpoint of a diverged state is written)."""
 
-import contextlib
 import json
 
 import jax
 import numpy as np
 import pytest
 
-from posenc_jax import run as run_module
 from posenc_jax.checkpoint import TrainingCheckpoints
 from posenc_jax.run import run
 from posenc_jax.train import Preempted
 
-from helpers import make_settings
+from helpers import make_settings, stop_requested_at_ask
 
 
 @pytest.mark.parametrize(
@@ -55,12 +53,6 @@ def test_a_stop_after_an_unnoticed_divergence_saves_nothing_and_keeps_the_good_c
     """SIGTERM at step 25: the loss stopped being finite at 21, which the log step 30 would
     have found. Saving that state would make checkpoints_to_keep=1 delete the good checkpoint
     of step 20; instead nothing is saved, and the rerun from 20 diverges at 21 as before."""
-    asks = iter(range(1000))
-
-    @contextlib.contextmanager
-    def stop_at_step_25():
-        yield lambda: next(asks) == 4  # asked after steps 5, 10, 15, 20, 25, ...
-
     overrides = ["optim.learning_rate=1e3", "optim.warmup_steps=30"]
     settings = make_settings(
         "task=reverse",
@@ -69,7 +61,7 @@ def test_a_stop_after_an_unnoticed_divergence_saves_nothing_and_keeps_the_good_c
         "train.checkpoints_to_keep=1",
         *overrides,
     )
-    monkeypatch.setattr(run_module, "sigterm_requests_stop", stop_at_step_25)
+    stop_requested_at_ask(monkeypatch, 4)  # asked after steps 5, 10, 15, 20, 25, ...
     with pytest.raises(Preempted, match="stopped at step 25; resumes from step 20"):
         run(settings, tmp_path, show_progress=False)
     monkeypatch.undo()

@@ -7,7 +7,6 @@ The first tests interrupt a run with an exception raised while logging a chosen 
 process goes on: they check the folder states and the bookkeeping); the last ones send
 posenc-train SIGTERM or SIGKILL once its first checkpoint is on disk."""
 
-import contextlib
 import json
 import os
 import re
@@ -33,7 +32,14 @@ from posenc_jax.errors import ConfigError
 from posenc_jax.run import run
 from posenc_jax.train import Preempted
 
-from helpers import FAST, make_settings, run_in_process, without_timing
+from helpers import (
+    FAST,
+    make_settings,
+    posenc_train,
+    run_in_process,
+    stop_requested_at_ask,
+    without_timing,
+)
 
 
 class Interrupted(Exception):
@@ -105,13 +111,7 @@ def test_a_stop_between_log_steps_resumes_with_the_counts_since_the_last_log(mon
     """A stop request (SIGTERM) is honoured after the chunk that ends at step 15, between the
     log steps 10 and 20: the checkpoint carries the counts of steps 11-15, so the resumed log
     of step 20 is the uninterrupted one."""
-    asks = iter(range(1000))
-
-    @contextlib.contextmanager
-    def stop_at_step_15():
-        yield lambda: next(asks) == 2  # asked after steps 5, 10, 15, ...
-
-    monkeypatch.setattr(run_module, "sigterm_requests_stop", stop_at_step_15)
+    stop_requested_at_ask(monkeypatch, 2)  # asked after steps 5, 10, 15, ...
     settings = make_settings("task=reverse", "train.steps=40")
     with pytest.raises(Preempted, match="stopped at step 15"):
         run(settings, tmp_path / "resumed", show_progress=False)
@@ -220,12 +220,7 @@ def resume_and_compare(
 ) -> None:
     """Rerun `overrides` into run_dir: it resumes, and ends with the uninterrupted run's
     results (timing aside), metrics.jsonl and TensorBoard steps in every log folder."""
-    again = subprocess.run(
-        [sys.executable, "-m", "posenc_jax", *overrides, f"hydra.run.dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = posenc_train(*overrides, f"hydra.run.dir={run_dir}")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "Resuming" in again.stdout
     folder, results = uninterrupted
@@ -372,12 +367,7 @@ def test_an_unreadable_checkpoint_is_refused_before_training_and_changes_nothing
     folder = interrupted_folder(monkeypatch, tmp_path / "run")
     damage(folder)
     before = files_of(folder)
-    refused = subprocess.run(
-        [sys.executable, "-m", "posenc_jax", *FAST, *overrides, f"hydra.run.dir={folder}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = posenc_train(*FAST, *overrides, f"hydra.run.dir={folder}")
     assert refused.returncode == 2
     assert re.search(
         r"The newest training checkpoint in .*train_state cannot be read as this run's",
@@ -410,12 +400,7 @@ def test_overwrite_starts_a_finished_run_over_and_keeps_other_files(tmp_path):
 
 
 def test_overwrite_must_be_a_boolean(tmp_path):
-    refused = subprocess.run(
-        [sys.executable, "-m", "posenc_jax", "overwrite=maybe", f"hydra.run.dir={tmp_path / 'r'}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = posenc_train("overwrite=maybe", f"hydra.run.dir={tmp_path / 'r'}")
     assert refused.returncode == 2 and "overwrite='maybe' must be true or false." in refused.stderr
     assert not (tmp_path / "r").exists()
 
@@ -550,13 +535,7 @@ def test_sigterm_in_the_last_chunk_stops_before_evaluating_and_the_rerun_evaluat
 ):
     """Asked after steps 5, 10 and 15 by training, and once more when training has ended:
     the run is saved at 20 and stops there instead of evaluating."""
-    asks = iter(range(1000))
-
-    @contextlib.contextmanager
-    def stop_after_training():
-        yield lambda: next(asks) == 3
-
-    monkeypatch.setattr(run_module, "sigterm_requests_stop", stop_after_training)
+    stop_requested_at_ask(monkeypatch, 3)
     settings = make_settings("task=reverse")
     with pytest.raises(Preempted, match="stopped at step 20; resumes from step 20"):
         run(settings, tmp_path / "resumed", show_progress=False)
