@@ -144,9 +144,13 @@ def _train(cfg: DictConfig) -> float | None:
                 settings, run_dir, command=command, overwrite=overwrite, keep_finished=in_sweep
             )
         except Preempted as stopped:
+            resumes = (
+                f"a rerun resumes from the checkpoint of step {stopped.resume_from}"
+                if stopped.resume_from
+                else "a rerun starts again from step 0 (no checkpoint worth keeping)"
+            )
             print(
-                f"posenc-train: stopped by SIGTERM at step {stopped.step}; a rerun resumes from "
-                f"the checkpoint of step {stopped.resume_from} (0: from the start). "
+                f"posenc-train: stopped by SIGTERM at step {stopped.step}; {resumes}. "
                 f"{_resume_hint(hydra_config, command, run_dir)}",
                 file=sys.stderr,
             )
