@@ -43,7 +43,8 @@ from posenc_jax.encodings import (
     make_encoding,
 )
 from posenc_jax.errors import ConfigError, require_at_least, require_int, require_seed
-from posenc_jax.model import attention_mask, attention_scores
+from posenc_jax.encodings.base import Context, attention_scores
+from posenc_jax.model import attention_mask
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.report import plt
 from posenc_jax.spec import construct
@@ -149,8 +150,11 @@ def position_similarity(
         vectors = module.embed(jnp.zeros((1, length, model.d_model)), positions)[0]
         return np.asarray(vectors @ vectors.T)[None]
     content = jnp.ones((1, length, model.num_heads, model.head_dim))
-    mask = attention_mask(jnp.ones((1, length), bool), model.causal)
-    scores = attention_scores(module, content, content, positions, positions, mask, layer=0)
+    context = Context(
+        positions, positions, attention_mask(jnp.ones((1, length), bool), model.causal), None
+    )
+    features = module.slot_features(jnp.ones((1, length, model.d_model)), layer=0)
+    scores = attention_scores(module, content, content, context, features, layer=0)
     logits = np.asarray(jnp.where(mask, scores, jnp.nan)[0])
     same = all(np.allclose(logits[0], head, equal_nan=True) for head in logits[1:])
     return logits[:1] if same else logits

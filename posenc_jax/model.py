@@ -24,7 +24,7 @@ same hooks: the hooks see queries and keys with their own positions, whatever th
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +32,8 @@ from flax import nnx
 
 from posenc_jax.config import Settings
 from posenc_jax.encodings import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import Context, attention_scores
 from posenc_jax.model_config import ModelConfig
-
-MASKED = -1e9  # finite, so a row with every key masked gives a uniform softmax, not NaN
 
 
 def attention_mask(token_mask: jax.Array, causal: bool) -> jax.Array:
@@ -47,58 +46,20 @@ def attention_mask(token_mask: jax.Array, causal: bool) -> jax.Array:
     return mask
 
 
-class Context(NamedTuple):
-    """Where attention's queries and keys sit: positions [B, Tq] and [B, T] int, the mask
-    [B, 1, Tq, T] bool (True = may attend), and, when one new slot is decoded against a
-    key/value cache, that slot's index per example [B] (None in a full pass, where Tq = T)."""
-
-    q_positions: jax.Array
-    k_positions: jax.Array
-    mask: jax.Array
-    slot: jax.Array | None
-
-
-def attention_scores(
-    encoding: PositionalEncoding,
-    q: jax.Array,
-    k: jax.Array,
-    q_positions: jax.Array,
-    k_positions: jax.Array,
-    mask: jax.Array,
-    layer: int,
-) -> jax.Array:
-    """The masked attention logits of one layer, through every hook that shapes them:
-    rotate_qk -> attention_logits -> + logit_bias -> mask (masked entries are MASKED).
-
-    The one path from queries and keys to scores, used by the model and by `posenc-inspect`, so
-    a picture shows exactly what attention computes. q, k [B, T, heads, head_dim]; positions
-    [B, T] int; mask [B, 1, q_len, k_len] bool -> [B, heads, q_len, k_len].
-    """
-    compute_dtype = q.dtype
-    q, k = encoding.rotate_qk(q, k, q_positions, k_positions)
-    q, k = q.astype(compute_dtype), k.astype(compute_dtype)
-    logits = encoding.attention_logits(q, k, q_positions, k_positions, mask, layer)
-    bias = encoding.logit_bias(q_positions, k_positions, layer)
-    if bias is not None:
-        logits = logits + bias
-    return jnp.where(mask, logits, MASKED)
-
-
 class KeyValues(NamedTuple):
     """One attention layer's keys and values at every slot, as the encoding's hooks receive them
-    (before `rotate_qk`): each [B, T, heads, head_dim]. A decoder's key/value cache."""
+    (before `rotate_qk`): each [B, T, heads, head_dim], and the encoding's `slot_features` of
+    the same slots (None for most encodings). A decoder's key/value cache."""
 
     keys: jax.Array
     values: jax.Array
+    features: Any
 
     def write(self, slot: jax.Array, new: KeyValues) -> KeyValues:
-        """This cache with `new` (one slot per example, [B, 1, heads, head_dim]) stored at
-        each example's `slot` [B]."""
+        """This cache with `new` (one slot per example: every leaf [B, 1, ...]) stored at each
+        example's `slot` [B]."""
         rows = jnp.arange(slot.shape[0])
-        return KeyValues(
-            self.keys.at[rows, slot].set(new.keys[:, 0]),
-            self.values.at[rows, slot].set(new.values[:, 0]),
-        )
+        return jax.tree.map(lambda cached, one: cached.at[rows, slot].set(one[:, 0]), self, new)
 
 
 class Attention(nnx.Module):
@@ -139,20 +100,14 @@ class Attention(nnx.Module):
             product.reshape(batch, length, self.num_heads, self.head_dim)
             for product in self._qkv_products(x)
         )
-        attended = KeyValues(k, v)
+        attended = KeyValues(k, v, encoding.slot_features(x, self.layer))
         if cache is not None:
             assert context.slot is not None, "a cache is only passed with the slot to write"
             attended = cache.write(context.slot, attended)
         logits = attention_scores(
-            encoding,
-            q,
-            attended.keys,
-            context.q_positions,
-            context.k_positions,
-            context.mask,
-            self.layer,
+            encoding, q, attended.keys, context, attended.features, self.layer
         )
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        weights = encoding.normalise(logits, context, self.layer).astype(v.dtype)
         mixed = encoding.attention_output(
             weights, attended.values, context.q_positions, context.k_positions, self.layer
         )

@@ -28,7 +28,7 @@ def test_unknown_encoding_parameter_names_the_valid_parameters():
         ConfigError,
         match=r"Unknown key\(s\) \['theta'\] in encoding 'rope'; valid keys are "
         r"\['randomized', 'max_position', 'base', 'layout', 'scaling', 'scale', "
-        r"'original_max_len'\]",
+        r"'original_max_len', 'fraction', 'partial'\]",
     ):
         make_encoding({"name": "rope", "theta": 500000.0})
 

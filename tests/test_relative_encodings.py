@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from posenc_jax.encodings.base import Context
 from posenc_jax.encodings.transformer_xl import position_sinusoids
 
 from helpers import perturbed_encoding
@@ -31,11 +32,15 @@ def _mask(causal):
     return np.broadcast_to(lower, (B, 1, T, T))
 
 
+def _context(positions, causal=False) -> Context:
+    return Context(positions, positions, jnp.asarray(_mask(causal)), slot=None)
+
+
 def _logits(module, q, k, causal=False, layer=1):
     positions = jnp.asarray(POSITIONS)
     return np.asarray(
         module.attention_logits(
-            jnp.asarray(q), jnp.asarray(k), positions, positions, jnp.asarray(_mask(causal)), layer
+            jnp.asarray(q), jnp.asarray(k), _context(positions, causal), None, layer
         )
     )
 
@@ -126,7 +131,7 @@ def test_deberta_scores_only_the_rows_that_slot_positions_can_reach():
     positions = np.broadcast_to(np.arange(T) + 5, (B, T))
     p = jnp.asarray(positions)
     actual = np.asarray(
-        module.attention_logits(jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), 1)
+        module.attention_logits(jnp.asarray(q), jnp.asarray(k), _context(p), None, 1)
     )
     np.testing.assert_allclose(
         actual, _deberta_reference(module, q, k, positions, kmax), rtol=1e-5, atol=1e-5
@@ -184,9 +189,7 @@ def test_transformer_xl_matches_the_per_pair_formula(positions):
     q, k, _ = _qkv()
     p = jnp.asarray(positions, jnp.int32)
     actual = np.asarray(
-        module.attention_logits(
-            jnp.asarray(q), jnp.asarray(k), p, p, jnp.asarray(_mask(False)), layer
-        )
+        module.attention_logits(jnp.asarray(q), jnp.asarray(k), _context(p), None, layer)
     )
     expected = _transformer_xl_reference(module, q, k, positions, layer)
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)

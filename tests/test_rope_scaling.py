@@ -202,7 +202,7 @@ def test_trained_length_is_filled_in_from_the_task():
         (["encoding.scale=4"], r"encoding.scale=4.0 has no effect with encoding.scaling=none"),
         (
             ["encoding.scaling=ntk", "model.d_model=4", "model.num_heads=2"],
-            r"needs a head dimension of at least 4; it is 2",
+            r"needs a rotated dimension d of at least 4; it is 2",
         ),
     ],
 )

@@ -1,17 +1,22 @@
 """The hook interface every positional encoding implements.
 
-An encoding can act at five points of the Transformer. Each hook defaults to "do nothing", so
+An encoding can act at seven points of the Transformer. Each hook defaults to "do nothing", so
 the model calls all of them unconditionally and never branches on an encoding's name:
 
 1. `embed(x, positions)`: add to the token embeddings (absolute encodings).
-2. `rotate_qk(q, k, q_positions, k_positions)`: transform queries and keys (RoPE, xPos).
-3. `attention_logits(q, k, q_positions, k_positions, mask, layer)`: the logits, for encodings
-   whose positional term depends on content (Shaw, DeBERTa, Transformer-XL, CoPE).
+2. `slot_features(x, layer)`: per-slot values computed from the attention layer's input, for
+   encodings whose positional term depends on the data (FoX's forget gates, PaTH's Householder
+   vectors). They are kept beside the keys in a decoder's key/value cache. Default: None.
+3. `rotate_qk(q, k, q_positions, k_positions)`: transform queries and keys (RoPE, xPos).
+4. `attention_logits(q, k, context, features, layer)`: the logits, for encodings whose positional
+   term depends on content or on the data (Shaw, DeBERTa, Transformer-XL, CoPE, FoX, PaTH).
    Default: q·k / sqrt(head_dim).
-4. `logit_bias(q_positions, k_positions, layer)`: a content-independent bias added to the
+5. `logit_bias(q_positions, k_positions, layer)`: a content-independent bias added to the
    logits (ALiBi, T5, KERPLE, FIRE). Encodings shared by all layers ignore `layer`; XLA
    computes identical per-layer biases once.
-5. `attention_output(weights, v, q_positions, k_positions, layer)`: mix the values with the
+6. `normalise(logits, context, layer)`: turn the masked logits into attention weights
+   (stick-breaking replaces the softmax). Default: the softmax over keys, in float32.
+7. `attention_output(weights, v, q_positions, k_positions, layer)`: mix the values with the
    attention weights (Shaw's value embeddings). Default: Σ_j weights_ij v_j.
 
 `project_parameters()` runs after every optimizer step, for encodings whose parameters live in
@@ -19,8 +24,10 @@ a constrained set that the paper's code enforces by projection (KERPLE's positiv
 
 Shapes: x [batch, seq, d_model]; q, k, v [batch, seq, heads, head_dim]; positions [batch, seq]
 int32; mask [batch, 1, q_len, k_len] bool (True = may attend); logits and weights
-[batch, heads, q_len, k_len]; `layer` is the attention layer's index (a Python int), so an
-encoding with per-layer parameters stores them stacked on a leading [num_layers] axis.
+[batch, heads, q_len, k_len]; `features` whatever `slot_features` returns, with [batch, k_len]
+leading every leaf; `layer` is the attention layer's index (a Python int), so an encoding with
+per-layer parameters stores them stacked on a leading [num_layers] axis. `context` (`Context`)
+says where the queries and keys sit: their positions, the mask, and the queries' slots.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +75,54 @@ def first_position(positions: jax.Array) -> jax.Array:
     return positions[:, :1]
 
 
+class Context(NamedTuple):
+    """Where attention's queries and keys sit: positions [B, Tq] and [B, T] int, the mask
+    [B, 1, Tq, T] bool (True = may attend), and, when one new slot is decoded against a
+    key/value cache, that slot's index per example [B] (None in a full pass, where Tq = T)."""
+
+    q_positions: jax.Array
+    k_positions: jax.Array
+    mask: jax.Array
+    slot: jax.Array | None
+
+    @property
+    def q_slots(self) -> jax.Array:
+        """Each query's slot, the index of its own key: [B, Tq] in a decode step, [1, T] in a
+        full pass. Encodings that follow the order of slots rather than positions (FoX,
+        stick-breaking, PaTH) read it."""
+        if self.slot is not None:
+            return self.slot[:, None]
+        return jnp.arange(self.k_positions.shape[1])[None, :]
+
+
+MASKED = -1e9  # finite, so a row with every key masked gives a uniform softmax, not NaN
+
+
+def attention_scores(
+    encoding: PositionalEncoding,
+    q: jax.Array,
+    k: jax.Array,
+    context: Context,
+    features: Any,
+    layer: int,
+) -> jax.Array:
+    """The masked attention logits of one layer, through every hook that shapes them:
+    rotate_qk -> attention_logits -> + logit_bias -> mask (masked entries are MASKED).
+
+    The one path from queries and keys to scores, used by the model and by `posenc-inspect`, so
+    a picture shows exactly what attention computes. q, k [B, T, heads, head_dim]; `features`
+    from `slot_features` for the keys' slots -> [B, heads, q_len, k_len].
+    """
+    compute_dtype = q.dtype
+    q, k = encoding.rotate_qk(q, k, context.q_positions, context.k_positions)
+    q, k = q.astype(compute_dtype), k.astype(compute_dtype)
+    logits = encoding.attention_logits(q, k, context, features, layer)
+    bias = encoding.logit_bias(context.q_positions, context.k_positions, layer)
+    if bias is not None:
+        logits = logits + bias
+    return jnp.where(context.mask, logits, MASKED)
+
+
 def scaled_dot_product(q: jax.Array, k: jax.Array) -> jax.Array:
     """q·k / sqrt(head_dim): q [batch, q_len, heads, d], k [batch, k_len, heads, d]
     -> [batch, heads, q_len, k_len]."""
@@ -80,19 +135,18 @@ class PositionalEncoding(nnx.Module):
     def embed(self, x: jax.Array, positions: jax.Array) -> jax.Array:
         return x
 
+    def slot_features(self, x: jax.Array, layer: int) -> Any:
+        """Per-slot values from the attention layer's input x [batch, seq, d_model]: a pytree
+        whose leaves lead with [batch, seq], or None."""
+        return None
+
     def rotate_qk(
         self, q: jax.Array, k: jax.Array, q_positions: jax.Array, k_positions: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
         return q, k
 
     def attention_logits(
-        self,
-        q: jax.Array,
-        k: jax.Array,
-        q_positions: jax.Array,
-        k_positions: jax.Array,
-        mask: jax.Array,
-        layer: int,
+        self, q: jax.Array, k: jax.Array, context: Context, features: Any, layer: int
     ) -> jax.Array:
         return scaled_dot_product(q, k)
 
@@ -101,6 +155,10 @@ class PositionalEncoding(nnx.Module):
     ) -> jax.Array | None:
         """A bias broadcastable to [batch, heads, q_len, k_len], or None."""
         return None
+
+    def normalise(self, logits: jax.Array, context: Context, layer: int) -> jax.Array:
+        """Attention weights from the masked logits [batch, heads, q_len, k_len] (float32)."""
+        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
     def attention_output(
         self,

@@ -38,10 +38,10 @@ class ContextualPositions(PositionalEncoding):
         self.max_count = max_count
         self.table = nnx.Param(jnp.zeros((num_layers, head_dim, max_count + 1)))
 
-    def attention_logits(self, q, k, q_positions, k_positions, mask, layer):
+    def attention_logits(self, q, k, context, features, layer):
         scale = jnp.sqrt(q.shape[-1]).astype(q.dtype)
         content = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-        gates = jax.nn.sigmoid(content / scale) * mask
+        gates = jax.nn.sigmoid(content / scale) * context.mask
         counts = jnp.minimum(jnp.cumsum(gates[..., ::-1], axis=-1)[..., ::-1], self.max_count)
         # A count never exceeds the number of keys, so rows past k_len can never be selected.
         rows = min(self.max_count + 1, k.shape[1] + 1)

@@ -57,7 +57,7 @@ class DisentangledAttention(PositionalEncoding):
         self.query_projection = nnx.Param(init(rngs.params(), projection))
         self.query_bias = nnx.Param(jnp.zeros((num_layers, num_heads, head_dim)))
 
-    def attention_logits(self, q, k, q_positions, k_positions, mask, layer):
+    def attention_logits(self, q, k, context, features, layer):
         k_max = self.max_distance
         # Only the rows of distances that can occur are scored, as DeBERTa's own att_span does:
         # positions are slot indices, |i − j| < k_len, unless randomized (< max_position). A
@@ -66,7 +66,8 @@ class DisentangledAttention(PositionalEncoding):
         table = self.table[k_max - span : k_max + span]
         # δ(i, j) = clip(i − j, −k, k − 1) + k, counted from the first kept row;
         # relative_positions gives j − i.
-        rows = jnp.clip(-relative_positions(q_positions, k_positions), -k_max, k_max - 1) + span
+        distance = -relative_positions(context.q_positions, context.k_positions)
+        rows = jnp.clip(distance, -k_max, k_max - 1) + span
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
         if self.content_to_position:
             position_keys = jnp.einsum("rm,mhd->rhd", table, self.key_projection[layer])

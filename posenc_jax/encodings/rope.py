@@ -13,6 +13,22 @@ Two layouts pair the dimensions differently; they are the same map up to a fixed
 - "interleaved": pairs (2i, 2i+1), as in the paper and the original RoFormer/Mesh code;
 - "half": pairs (i, i + d/2), the "rotate_half" layout of GPT-NeoX and HF LLaMA.
 
+Partial rotation (`encoding.fraction` f < 1) rotates only some pairs; two rules say which
+(`encoding.partial`), d = head_dim:
+- "neox", GPT-J/GPT-NeoX partial rotary (HF transformers' `partial_rotary_factor`, GPT-NeoX's
+  `rotary_pct`): the first r = int(f·d) dimensions are rotated as a RoPE of dimension r, with
+  θ_i = base^(-2i/r), i < r/2, so the whole range of frequencies is squeezed into fewer pairs;
+  dimensions r .. d-1 pass unrotated. With layout "half" the pairs are (i, i + r/2) inside that
+  block, as GPT-NeoX's rotate_half; with "interleaved", (2i, 2i+1), as GPT-J. Kazemnejad et al.
+  2023 use f = 0.25.
+- "p_rope" (Barbero et al. 2024, "Round and Round We Go! What makes Rotary Positional Encodings
+  useful?"; the rule of Gemma's `rope_proportion` in google-deepmind/gemma
+  `gm/math/_positional_embeddings.py`): the first K = int(f·d // 2) pairs, the fastest, keep
+  their θ_i = base^(-2i/d); the other d/2 − K pairs, the lowest frequencies, get θ = 0 and are
+  not rotated. Pairs follow the layout over the whole head.
+Example, d = 16, f = 0.25: neox rotates dimensions 0..3 with θ = 1, 0.01; p_rope rotates pairs
+0 and 1 with θ = 1, 0.316 and leaves pairs 2..7 still.
+
 Context extension (`encoding.scaling`: pi, ntk, dynamic_ntk, yarn, yarn_paper) changes θ_i; see
 `rope_scaling.py`. It applies at training time and, since no parameter depends on it, can be
 changed when a trained run is evaluated again (`posenc-eval`).
@@ -46,6 +62,7 @@ from posenc_jax.errors import ConfigError
 from posenc_jax.spec import choice
 
 LAYOUTS = ("interleaved", "half")
+PARTIAL_RULES = ("neox", "p_rope")
 
 
 def apply_rope(
@@ -118,6 +135,8 @@ class Rope(EncodingSpec):
     scaling: str = choice("none", SCALINGS)
     scale: float = 1.0
     original_max_len: int | None = None
+    fraction: float = 1.0  # the share of each head that is rotated (see the module docstring)
+    partial: str = choice("neox", PARTIAL_RULES)
 
     # Evaluation may change these without retraining: no parameter depends on them.
     evaluation_fields: ClassVar[tuple[str, ...]] = ("scaling", "scale", "original_max_len")
@@ -133,11 +152,55 @@ class Rope(EncodingSpec):
             )
         require_frequency_base(self.base)
         check_scaling(self.scaling, self.scale, self.original_max_len)
-        if self.scaling in ("ntk", "dynamic_ntk") and model.head_dim < 4:
+        self._check_fraction(model.head_dim)
+        if self.scaling in ("ntk", "dynamic_ntk") and self.rotary_dim(model.head_dim) < 4:
             raise ConfigError(
                 f"encoding.scaling={self.scaling} changes the base by s^(d/(d-2)), which needs a "
-                f"head dimension of at least 4; it is {model.head_dim}."
+                f"rotated dimension d of at least 4; it is {self.rotary_dim(model.head_dim)}."
             )
+
+    def _check_fraction(self, head_dim: int) -> None:
+        if not (0 < self.fraction <= 1):  # also refuses NaN
+            raise ConfigError(
+                f"encoding.fraction={self.fraction} must be in (0, 1]: the share of each head's "
+                f"{head_dim} dimensions that RoPE rotates (1 = all)."
+            )
+        if self.fraction == 1:
+            return
+        if self.partial == "neox":
+            rotated = self.rotary_dim(head_dim)
+            if rotated < 2 or rotated % 2:
+                valid = [f"{2 * i / head_dim:g}" for i in range(1, head_dim // 2 + 1)]
+                raise ConfigError(
+                    f"encoding.fraction={self.fraction} with encoding.partial=neox rotates "
+                    f"int({self.fraction}·{head_dim}) = {rotated} dimensions, but rotation needs "
+                    f"an even number of at least 2. For head_dim {head_dim} choose one of "
+                    f"{valid}."
+                )
+        elif self.kept_pairs(head_dim) < 1:
+            raise ConfigError(
+                f"encoding.fraction={self.fraction} with encoding.partial=p_rope keeps "
+                f"int({self.fraction}·{head_dim} // 2) = 0 pairs: nothing would rotate. Choose "
+                f"encoding.fraction >= {2 / head_dim:g}, or encoding=nope."
+            )
+        elif self.scaling != "none":
+            raise ConfigError(
+                f"encoding.partial=p_rope with encoding.scaling={self.scaling}: no reference "
+                f"defines context extension for p-RoPE. Use encoding.scaling=none, or "
+                f"encoding.partial=neox (whose scaling Hugging Face defines over the rotated "
+                f"dimensions)."
+            )
+
+    def rotary_dim(self, head_dim: int) -> int:
+        """How many dimensions of each head the rotation spans: int(fraction·d) under "neox",
+        else all d (p_rope zeroes frequencies instead)."""
+        if self.fraction < 1 and self.partial == "neox":
+            return int(self.fraction * head_dim)
+        return head_dim
+
+    def kept_pairs(self, head_dim: int) -> int:
+        """p_rope's K = int(fraction·d // 2): the fastest pairs, which keep their frequency."""
+        return int(self.fraction * head_dim // 2)
 
     def with_trained_length(self, trained_positions: int) -> Rope:
         if self.original_max_len is not None:
@@ -145,12 +208,22 @@ class Rope(EncodingSpec):
         return dataclasses.replace(self, original_max_len=trained_positions)
 
     def frequencies(self, head_dim: int, positions: jax.Array) -> jax.Array:
-        """θ' for these positions [batch, seq]: [head_dim/2], or [batch, head_dim/2]
-        (dynamic_ntk)."""
+        """θ' for these positions [batch, seq]: [rotary_dim/2], or [batch, rotary_dim/2]
+        (dynamic_ntk); under p_rope the pairs past `kept_pairs` are 0."""
         length = sequence_lengths(positions) if self.scaling == "dynamic_ntk" else None
-        return rope_frequencies(
-            head_dim, self.base, self.scaling, self.scale, self.original_max_len, length
+        frequencies = rope_frequencies(
+            self.rotary_dim(head_dim),
+            self.base,
+            self.scaling,
+            self.scale,
+            self.original_max_len,
+            length,
         )
+        if self.fraction < 1 and self.partial == "p_rope":
+            frequencies = jnp.where(
+                jnp.arange(head_dim // 2) < self.kept_pairs(head_dim), frequencies, 0.0
+            )
+        return frequencies
 
     def rotate(
         self,
@@ -171,9 +244,11 @@ class Rope(EncodingSpec):
         if frequencies is None:
             frequencies = self.frequencies(x.shape[-1], positions)
         offsets = positions - anchor
-        return self.scale_rotated(
-            apply_rope(x, offsets, frequencies, self.layout), offsets, is_query
-        )
+        rotated_dims = self.rotary_dim(x.shape[-1])
+        rotated = apply_rope(x[..., :rotated_dims], offsets, frequencies, self.layout)
+        if rotated_dims < x.shape[-1]:  # neox partial rotation: the rest passes unrotated
+            rotated = jnp.concatenate([rotated, x[..., rotated_dims:]], axis=-1)
+        return self.scale_rotated(rotated, offsets, is_query)
 
     def scale_rotated(self, rotated: jax.Array, offsets: jax.Array, is_query: bool) -> jax.Array:
         """The rotated queries or keys [batch, seq, heads, head_dim] at positions `offsets`

@@ -41,10 +41,10 @@ class ShawEncoding(PositionalEncoding):
     def _rows(self, q_positions, k_positions):
         return clipped_offsets(q_positions, k_positions, -self.max_distance, self.max_distance)
 
-    def attention_logits(self, q, k, q_positions, k_positions, mask, layer):
+    def attention_logits(self, q, k, context, features, layer):
         content = jnp.einsum("bqhd,bkhd->bhqk", q, k)
         per_row = jnp.einsum("bqhd,rd->bhqr", q, self.key_table[layer])
-        position = pick_per_key(per_row, self._rows(q_positions, k_positions))
+        position = pick_per_key(per_row, self._rows(context.q_positions, context.k_positions))
         return (content + position) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
 
     def attention_output(self, weights, v, q_positions, k_positions, layer):

@@ -87,7 +87,7 @@ class RelativeSinusoidAttention(PositionalEncoding):
             init(rngs.params(), (num_layers, d_model, num_heads, head_dim))
         )
 
-    def attention_logits(self, q, k, q_positions, k_positions, mask, layer):
+    def attention_logits(self, q, k, context, features, layer):
         content = jnp.einsum("bqhd,bkhd->bhqk", q + self.content_bias[...], k)
         projected = jnp.einsum(
             "bqhd,mhd->bqhm", q + self.position_bias[...], self.position_projection[layer]
@@ -95,15 +95,15 @@ class RelativeSinusoidAttention(PositionalEncoding):
         sine_part, cosine_part = jnp.split(projected.astype(jnp.float32), 2, axis=-1)
         # Positions from the example's first one: i − j is unchanged, and shifting every
         # position changes nothing at all.
-        anchor = first_position(k_positions)
+        anchor = first_position(context.k_positions)
         # ω_f = base^(−2f/D), f = 0 .. D/2 − 1, in float64 for the tables.
         frequencies = self.base ** -(np.arange(0, projected.shape[-1], 2) / projected.shape[-1])
 
         def sinusoids(positions):
             return position_sinusoids(positions - anchor, frequencies)
 
-        sin_a, cos_a = (part[:, :, None, :] for part in sinusoids(q_positions))
-        sin_b, cos_b = sinusoids(k_positions)
+        sin_a, cos_a = (part[:, :, None, :] for part in sinusoids(context.q_positions))
+        sin_b, cos_b = sinusoids(context.k_positions)
         query_features = jnp.concatenate(
             [sine_part * sin_a + cosine_part * cos_a, cosine_part * sin_a - sine_part * cos_a],
             axis=-1,

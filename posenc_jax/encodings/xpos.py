@@ -82,6 +82,12 @@ class Xpos(Rope):
         return self.finite_span if inherited is None else min(inherited, self.finite_span)
 
     def validate(self, model) -> None:
+        if self.fraction != 1:
+            raise ConfigError(
+                f"encoding.fraction={self.fraction}: xPos scales every rotated pair by its "
+                f"decay, and its paper defines no partial rotation; keep encoding.fraction=1, "
+                f"or use encoding=rope for partial rotation."
+            )
         super().validate(model)
         constants_finite = math.isfinite(self.gamma) and math.isfinite(self.scale_base)
         if not (constants_finite and self.gamma > 0 and self.scale_base > 0):
