@@ -29,6 +29,7 @@ from posenc_jax.length_buckets import (
 )
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import choice, construct
+from posenc_jax.tasks import REGISTRY as TASKS
 from posenc_jax.tasks import TaskSpec, make_task
 
 # Warm-up steps by default: enough for Adam's second moments to settle on this model size.
@@ -187,6 +188,7 @@ class Settings:
         self.eval.validate()
         self.task.validate()
         self.encoding.validate(self.model)
+        self._validate_digit_roles()
         if not self.task.min_input_len <= self.eval_min_len <= self.eval_max_len:
             raise ConfigError(
                 f"eval.min_len={self.eval_min_len} and eval.max_len={self.eval_max_len} do not "
@@ -244,6 +246,19 @@ class Settings:
                 f"for a learned table, encoding.max_position for randomized positions) or "
                 f"shorten training."
             )
+
+    def _validate_digit_roles(self) -> None:
+        """An encoding that places positions by digit roles needs a task that gives them."""
+        missing = self.task.why_no_digit_roles()
+        if not self.encoding.uses_digit_roles or missing is None:
+            return
+        givers = [
+            name for name, cls in TASKS.items() if cls.digit_roles is not TaskSpec.digit_roles
+        ]
+        raise ConfigError(
+            f"encoding={self.encoding.name} places positions by each digit's place in its "
+            f"number, which the task must give, but {missing}. Tasks that give it: {givers}."
+        )
 
     def _validate_passes_per_step(self) -> None:
         buckets = run_buckets(self)

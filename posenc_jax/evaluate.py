@@ -83,7 +83,7 @@ def eval_batch(settings: Settings, length: jax.Array, padded_len: int) -> Batch:
     length_key = jax.random.fold_in(jax.random.key(settings.eval.seed), length)
     lengths = jnp.full((settings.eval.examples_per_length,), length, jnp.int32)
     batch = settings.task.sample(length_key, lengths, padded_len, settings.model.causal)
-    return position_scheme(settings.encoding, length_key, batch)
+    return position_scheme(settings, length_key, batch, training=False)
 
 
 def chunk_size(

@@ -42,8 +42,8 @@ from posenc_jax.encodings import (
     available,
     make_encoding,
 )
-from posenc_jax.errors import ConfigError, require_at_least, require_int, require_seed
 from posenc_jax.encodings.base import Context, attention_scores
+from posenc_jax.errors import ConfigError, require_at_least, require_int, require_seed
 from posenc_jax.model import attention_mask
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.report import plt
@@ -155,7 +155,7 @@ def position_similarity(
     )
     features = module.slot_features(jnp.ones((1, length, model.d_model)), layer=0)
     scores = attention_scores(module, content, content, context, features, layer=0)
-    logits = np.asarray(jnp.where(mask, scores, jnp.nan)[0])
+    logits = np.asarray(jnp.where(context.mask, scores, jnp.nan)[0])
     same = all(np.allclose(logits[0], head, equal_nan=True) for head in logits[1:])
     return logits[:1] if same else logits
 

@@ -139,9 +139,12 @@ def length_series(evaluation: Mapping[str, Any], prefix: str) -> dict[str, list]
 
 def flatten(config: Mapping[str, Any]) -> dict[str, Any]:
     """Nested settings as dotted keys: {"encoding": {"name": "rope"}, "seed": 0} ->
-    {"encoding.name": "rope", "seed": 0}."""
+    {"encoding.name": "rope", "seed": 0}; a list numbers its items (a hybrid's
+    "encoding.layers.0.name")."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
+        if isinstance(value, list):
+            value = {str(index): item for index, item in enumerate(value)}
         if isinstance(value, Mapping):
             flat.update({f"{key}.{inner}": item for inner, item in flatten(value).items()})
         else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from posenc_jax.encodings import EncodingSpec
+from posenc_jax.config import Settings
 from posenc_jax.tasks.base import Batch
 
 
@@ -59,14 +59,21 @@ def random_positions(
     return jnp.where(token_mask, drawn, 0)
 
 
-def position_scheme(encoding: EncodingSpec, key: jax.Array, batch: Batch) -> Batch:
-    """The batch with the positions `encoding` is trained and evaluated on.
+def position_scheme(settings: Settings, key: jax.Array, batch: Batch, training: bool) -> Batch:
+    """The batch with the positions the run's encoding is trained (`training`) and evaluated on:
+    slot indices, randomized positions, or ids from the task's digit roles (Abacus, position
+    coupling; `EncodingSpec.positions_from_roles`).
 
-    `key` is the batch's own key; the positions use fold_in(key, 1), so turning randomization on
-    leaves the examples themselves unchanged."""
+    `key` is the batch's own key; the positions use fold_in(key, 1), so randomness in the
+    positions leaves the examples themselves unchanged."""
+    encoding = settings.encoding
+    key = jax.random.fold_in(key, 1)
+    if encoding.uses_digit_roles:
+        roles = settings.task.digit_roles(batch, settings.model.causal)
+        positions = encoding.positions_from_roles(roles, key, training)
+        return batch._replace(positions=jnp.where(batch.token_mask, positions, 0))
     if not encoding.randomized:
         return batch
-    key = jax.random.fold_in(key, 1)
     return batch._replace(
         positions=random_positions(key, batch.positions, batch.token_mask, encoding.max_position)
     )

@@ -48,6 +48,13 @@ def choice(default: str | None, choices: tuple[str, ...]) -> Any:
     return dataclasses.field(default=default, metadata={"choices": choices})
 
 
+def parsed(default: Any, parse: typing.Callable[[str, Any], Any]) -> Any:
+    """A dataclass field whose value `construct` builds with `parse(setting, raw)`, for values
+    that are not a plain int/float/bool/str (a hybrid's list of encodings); `parse` raises
+    ConfigError naming `setting`, the value as the command line sets it."""
+    return dataclasses.field(default=default, metadata={"parse": parse})
+
+
 def construct(cls: type, values: Mapping[str, Any], where: str, prefix: str | None = None):
     """`cls(**values)` for a dataclass, after checking every key, value type and choice.
     Messages name a value as the command line sets it, `<prefix>.<key>` (just `<key>` without
@@ -70,6 +77,10 @@ def construct(cls: type, values: Mapping[str, Any], where: str, prefix: str | No
             optional = type(None) in typing.get_args(hints[key])
             valid = f"; valid choices are {list(choices)}{', or null' if optional else ''}"
         name = f"{prefix}.{key}" if prefix else key
+        parse = fields[key].metadata.get("parse")
+        if parse is not None:
+            checked[key] = parse(f"{name}={value!r} in {where}", value)
+            continue
         checked[key] = _typed(f"{name}={value!r} in {where}", value, hints[key], valid)
         if choices and checked[key] is not None and checked[key] not in choices:
             raise ConfigError(f"{name}={value!r} in {where} is unknown{valid}.")

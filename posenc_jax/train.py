@@ -132,7 +132,7 @@ def bucket_batch(settings: Settings, key: jax.Array, bucket: LengthBucket) -> Ba
     length_key, sample_key = jax.random.split(key)
     lengths = task.sample_lengths(length_key, bucket.examples, bucket.min_len, bucket.max_len)
     batch = task.sample(sample_key, lengths, bucket.max_len, settings.model.causal)
-    return position_scheme(settings.encoding, key, batch)
+    return position_scheme(settings, key, batch, training=True)
 
 
 def microbatches(batch: Batch, size: int | None) -> list[Batch]:

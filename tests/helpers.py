@@ -14,7 +14,9 @@ from hydra import compose, initialize_config_dir
 from posenc_jax import run as run_module
 from posenc_jax.cli import compose_settings, config_dir
 from posenc_jax.config import Settings
+from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.encodings import PositionalEncoding
+from posenc_jax.tasks import REGISTRY as TASKS
 from posenc_jax.inspection import build_encoding
 
 # Small, fast settings for tests: a short training run and a short evaluation range.
@@ -74,6 +76,19 @@ def compose_config(overrides: list[str], hydra: bool = False):
 
 def make_settings(*overrides: str, fast: bool = True) -> Settings:
     return compose_settings((FAST if fast else []) + list(overrides))
+
+
+def modes(encoding: str) -> list[bool]:
+    """The model modes (`model.causal`) encoding `encoding` works in: decoders only for those
+    whose official code defines only the causal form (FoX, stick-breaking, PaTH)."""
+    return [True] if ENCODINGS[encoding].decoder_only_because else [False, True]
+
+
+def task_for(encoding: str, task: str) -> str:
+    """`task`, or binary_addition where `task` gives no digit roles and the encoding needs
+    them (Abacus, position coupling)."""
+    needs_roles = ENCODINGS[encoding].uses_digit_roles
+    return "binary_addition" if needs_roles and TASKS[task]().why_no_digit_roles() else task
 
 
 def perturb_parameters(module: nnx.Module, scale: float = 0.1, seed: int = 0) -> None:

@@ -14,7 +14,7 @@ from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.errors import ConfigError
 from posenc_jax.train import batch_counts, init_state, training_batches
 
-from helpers import make_settings, run_in_process
+from helpers import make_settings, modes, run_in_process, task_for
 
 # (overrides, exit status, what the message must say). Hydra itself refuses an unknown group
 # choice (status 1, with its list of choices); every other case is ours (status 2).
@@ -154,10 +154,16 @@ def test_a_full_traceback_is_shown_when_asked(tmp_path, capsys, monkeypatch):
     assert err.endswith("posenc-train: model.d_model=0 must be positive.\n")
 
 
+def _fitting(encoding: str) -> list[str]:
+    """Encoding `encoding` in a mode and on a task it accepts."""
+    causal = modes(encoding)[0]
+    return [f"encoding={encoding}", f"model.causal={causal}", f"task={task_for(encoding, 'copy')}"]
+
+
 def _numeric_parameters():
     """(encoding, field) for every number an encoding's YAML can set."""
     for name, spec in sorted(ENCODINGS.items()):
-        defaults = make_settings(f"encoding={name}").encoding
+        defaults = make_settings(*_fitting(name)).encoding
         for field in dataclasses.fields(spec):
             if type(getattr(defaults, field.name)) in (int, float):
                 yield name, field.name
@@ -170,7 +176,7 @@ def test_every_encoding_number_is_refused_by_name_or_trains_finite(name, field):
     RoPE's original_max_len -1 without a word."""
     for value in ("-1", "0", "nan", "inf"):
         try:
-            settings = make_settings(f"encoding={name}", f"encoding.{field}={value}")
+            settings = make_settings(*_fitting(name), f"encoding.{field}={value}")
         except ConfigError as error:
             assert f"{field}=" in str(error), (value, str(error))
             continue

@@ -111,7 +111,7 @@ def test_attention_bias_rejects_encodings_without_a_bias(encoding):
 @pytest.mark.parametrize("encoding", available())
 def test_adds_logit_bias_is_declared_truthfully(encoding):
     """`adds_logit_bias` is a declared fact; it must say what the module's hook really does."""
-    module = build_encoding(encoding, num_heads=2)
+    module = build_encoding(encoding, num_heads=2, causal=True)  # FoX etc. need a decoder
     positions = jnp.arange(4)[None]
     bias = module.logit_bias(positions, positions, 0)
     assert (bias is not None) == REGISTRY[encoding].adds_logit_bias

@@ -20,14 +20,21 @@ from posenc_jax.model import build_model
 from posenc_jax.tasks.base import NUM_SPECIAL, PAD_ID
 from posenc_jax.train import train
 
-from helpers import make_settings, perturb_parameters
+from helpers import make_settings, perturb_parameters, task_for
 
-# Every encoding, and the variants whose positions or frequencies are computed differently:
-# dynamic NTK reads the sequence length, randomized positions leave gaps.
-CONFIGS = [(f"encoding={name}",) for name in available()] + [
+# Every encoding (on a task it accepts), and the variants whose positions, frequencies or
+# attention are computed differently: dynamic NTK reads the sequence length, randomized positions
+# leave gaps, a hybrid routes layers to different encodings.
+VARIANTS = [
+    ("encoding=hybrid", "model.num_layers=3", "encoding.layers=[fox,rope,stick_breaking]"),
+    ("encoding=path", "encoding.forget_gate=true"),
+    ("encoding=rope", "encoding.fraction=0.5", "encoding.partial=p_rope"),
     ("encoding=rope", "encoding.scaling=dynamic_ntk", "encoding.scale=2"),
     ("encoding=rope", "encoding.randomized=true", "encoding.max_position=64"),
     ("encoding=xpos", "encoding.randomized=true", "encoding.max_position=64"),
+]
+CONFIGS = [(f"encoding={name}", f"task={task_for(name, 'reverse')}") for name in available()] + [
+    (*variant, "task=reverse") for variant in VARIANTS
 ]
 
 
@@ -61,7 +68,7 @@ def greedy_by_recomputation(model, batch) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("overrides", CONFIGS, ids=lambda o: "-".join(o).replace("encoding", ""))
 def test_cached_greedy_decoding_equals_full_recomputation(overrides):
     settings = make_settings(
-        *overrides, "model.causal=true", "task=reverse", "model.d_model=16", "task.train_max_len=4"
+        *overrides, "model.causal=true", "model.d_model=16", "task.train_max_len=4"
     )
     model = build_model(settings, jax.random.key(0))
     perturb_parameters(model.encoding, scale=0.5, seed=3)  # generic, e.g. not CoPE's zeros

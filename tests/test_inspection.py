@@ -1,5 +1,7 @@
 """posenc-inspect: pictures for every encoding, and what they must show."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,15 +11,16 @@ from posenc_jax.errors import ConfigError
 from posenc_jax.inspection import inspect_encoding, position_similarity, rope_decay_bound
 from posenc_jax.model_config import ModelConfig
 
-from helpers import run_in_process
+from helpers import modes, run_in_process
 
 MODEL = ModelConfig()  # the default small model: 4 heads of 16 dimensions
 
 
 @pytest.mark.parametrize("name", available())
 def test_every_encoding_gets_nonempty_pictures(name, tmp_path):
+    model = dataclasses.replace(MODEL, causal=modes(name)[0])
     summary = inspect_encoding(
-        make_encoding({"name": name}), MODEL, length=48, trained_len=12, out_dir=tmp_path
+        make_encoding({"name": name}), model, length=48, trained_len=12, out_dir=tmp_path
     )
     expected = {"similarity.png"} | (
         {"decay.png", "scaling.png"} if name in ("rope", "xpos") else set()

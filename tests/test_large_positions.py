@@ -18,7 +18,7 @@ from posenc_jax.encodings.base import MAX_POSITION
 from posenc_jax.errors import ConfigError
 from posenc_jax.model import build_model
 
-from helpers import make_settings, perturb_parameters
+from helpers import make_settings, modes, perturb_parameters, task_for
 
 LENGTH = 10
 
@@ -37,10 +37,12 @@ def _outputs(settings, positions):
     return np.asarray(model(tokens, positions, jnp.ones((2, LENGTH), bool)))
 
 
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("encoding", available())
+@pytest.mark.parametrize(
+    "encoding, causal", [(name, causal) for name in available() for causal in modes(name)]
+)
 def test_the_largest_accepted_positions_give_finite_and_shift_invariant_outputs(encoding, causal):
-    settings = make_settings(f"encoding={encoding}", "task=copy", f"model.causal={causal}")
+    task = task_for(encoding, "copy")
+    settings = make_settings(f"encoding={encoding}", f"task={task}", f"model.causal={causal}")
     top = _largest_position(settings)
     near, far = (
         _outputs(settings, np.arange(LENGTH)),

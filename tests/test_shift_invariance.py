@@ -13,11 +13,12 @@ import pytest
 from posenc_jax.encodings import REGISTRY, available
 from posenc_jax.model import build_model
 
-from helpers import make_settings, perturb_parameters
+from helpers import make_settings, modes, perturb_parameters, task_for
 
 
 def _outputs(encoding, causal, shift):
-    settings = make_settings(f"encoding={encoding}", "task=copy", f"model.causal={causal}")
+    task = task_for(encoding, "copy")
+    settings = make_settings(f"encoding={encoding}", f"task={task}", f"model.causal={causal}")
     model = build_model(settings, jax.random.key(0))
     perturb_parameters(model.encoding)
     tokens = jax.random.randint(jax.random.key(1), (2, 10), 2, settings.task.input_vocab_size)
@@ -25,8 +26,9 @@ def _outputs(encoding, causal, shift):
     return np.asarray(model(tokens, positions, jnp.ones((2, 10), bool)))
 
 
-@pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("encoding", available())
+@pytest.mark.parametrize(
+    "encoding, causal", [(name, causal) for name in available() for causal in modes(name)]
+)
 def test_shifting_all_positions(encoding, causal):
     base, shifted = _outputs(encoding, causal, 0), _outputs(encoding, causal, 37)
     if REGISTRY[encoding].family == "absolute":

@@ -7,7 +7,7 @@ the model calls all of them unconditionally and never branches on an encoding's 
 2. `slot_features(x, layer)`: per-slot values computed from the attention layer's input, for
    encodings whose positional term depends on the data (FoX's forget gates, PaTH's Householder
    vectors). They are kept beside the keys in a decoder's key/value cache. Default: None.
-3. `rotate_qk(q, k, q_positions, k_positions)`: transform queries and keys (RoPE, xPos).
+3. `rotate_qk(q, k, q_positions, k_positions, layer)`: transform queries and keys (RoPE, xPos).
 4. `attention_logits(q, k, context, features, layer)`: the logits, for encodings whose positional
    term depends on content or on the data (Shaw, DeBERTa, Transformer-XL, CoPE, FoX, PaTH).
    Default: q·k / sqrt(head_dim).
@@ -44,6 +44,7 @@ from flax import nnx
 from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import Spec
+from posenc_jax.tasks.base import DigitRoles
 
 # Positions become float32 angles and biases: past 2^24 it no longer holds every integer.
 MAX_POSITION = 2**24
@@ -114,7 +115,7 @@ def attention_scores(
     from `slot_features` for the keys' slots -> [B, heads, q_len, k_len].
     """
     compute_dtype = q.dtype
-    q, k = encoding.rotate_qk(q, k, context.q_positions, context.k_positions)
+    q, k = encoding.rotate_qk(q, k, context.q_positions, context.k_positions, layer)
     q, k = q.astype(compute_dtype), k.astype(compute_dtype)
     logits = encoding.attention_logits(q, k, context, features, layer)
     bias = encoding.logit_bias(context.q_positions, context.k_positions, layer)
@@ -141,7 +142,12 @@ class PositionalEncoding(nnx.Module):
         return None
 
     def rotate_qk(
-        self, q: jax.Array, k: jax.Array, q_positions: jax.Array, k_positions: jax.Array
+        self,
+        q: jax.Array,
+        k: jax.Array,
+        q_positions: jax.Array,
+        k_positions: jax.Array,
+        layer: int,
     ) -> tuple[jax.Array, jax.Array]:
         return q, k
 
@@ -180,7 +186,8 @@ class EncodingSpec(Spec, abc.ABC):
 
     `family` says what the encoding sees: "absolute" (positions themselves), "relative" (only
     differences of positions, so shifting every position changes nothing), "contextual"
-    (counts derived from content, no position ids) or "none".
+    (terms derived from content and the order of slots, no position ids: CoPE, FoX,
+    stick-breaking, PaTH) or "none".
 
     Every encoding that reads position ids accepts randomized positions (Ruoss et al. 2023,
     "Randomized Positional Encodings Boost Length Generalization of Transformers"): with
@@ -194,6 +201,12 @@ class EncodingSpec(Spec, abc.ABC):
     # Whether `logit_bias` adds a content-independent bias (ALiBi, T5, KERPLE, FIRE): a declared
     # fact, like `family`, that `posenc_jax.inspection.attention_bias` relies on.
     adds_logit_bias: ClassVar[bool] = False
+    # Why the encoding exists only in a decoder, for those whose official code defines no
+    # bidirectional form ("" = both modes); `validate` refuses an encoder with this reason.
+    decoder_only_because: ClassVar[str] = ""
+    # Whether positions come from the task's digit roles (Abacus, position coupling) through
+    # `positions_from_roles`, instead of slot indices.
+    uses_digit_roles: ClassVar[bool] = False
     # Fields a trained run may be re-evaluated with (`posenc-eval`): no parameter depends on them.
     evaluation_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -211,6 +224,11 @@ class EncodingSpec(Spec, abc.ABC):
         """Whether positions 0 .. num_positions-1 all exist for this encoding."""
         return self.num_positions is None or num_positions <= self.num_positions
 
+    def positions_from_roles(self, roles: DigitRoles, key: jax.Array, training: bool) -> jax.Array:
+        """Position ids [batch, T] int32 from the task's digit roles, with this batch's random
+        draws from `key` (training) or the fixed evaluation rule; for `uses_digit_roles`."""
+        raise NotImplementedError(f"encoding {self.name!r} does not place positions by roles")
+
     def with_trained_length(self, trained_positions: int) -> EncodingSpec:
         """This spec with the parameters that default to the number of positions seen in
         training filled in (RoPE scaling's original_max_len); most encodings have none."""
@@ -218,6 +236,12 @@ class EncodingSpec(Spec, abc.ABC):
 
     def validate(self, model: ModelConfig) -> None:
         """Raise `ConfigError` if this encoding cannot work with `model`."""
+        if self.decoder_only_because and not model.causal:
+            raise ConfigError(
+                f"encoding={self.name} is defined for decoders only: "
+                f"{self.decoder_only_because} This harness refuses it in an encoder rather than "
+                f"invent a two-sided form. Set model.causal=true."
+            )
         if self.randomized and self.family in ("none", "contextual"):
             raise ConfigError(
                 f"encoding.randomized=true does not apply to encoding {self.name!r}: it reads no "

@@ -111,7 +111,7 @@ class RotaryEncoding(PositionalEncoding):
     def __init__(self, spec: Rope):
         self.spec = spec  # frozen, hence a static part of the module
 
-    def rotate_qk(self, q, k, q_positions, k_positions):
+    def rotate_qk(self, q, k, q_positions, k_positions, layer):
         # One anchor and one set of frequencies for queries and keys, both read from the keys:
         # they span the whole example, so a query decoded on its own (one slot, against a
         # key/value cache) is rotated exactly as in a full forward pass.

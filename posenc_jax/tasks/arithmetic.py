@@ -31,6 +31,9 @@ import jax.numpy as jnp
 
 from posenc_jax.spec import choice
 from posenc_jax.tasks.base import (
+    NUM_SPECIAL,
+    Batch,
+    DigitRoles,
     TaskSpec,
     TerminatedTask,
     gather_columns,
@@ -86,6 +89,25 @@ def _expression(
     )
 
 
+def two_operand_roles(batch: Batch, operator_id: int, causal: bool) -> DigitRoles:
+    """`DigitRoles` of `a op b -> result` with every number least significant digit first:
+    the first operand's slot s has place s, the second's counts from the slot after the
+    operator, and the answer slots follow `DigitRoles`' rule."""
+    slot = jnp.arange(batch.inputs.shape[1])[None, :]
+    n = batch.lengths[:, None]
+    operator_at = jnp.argmax((batch.inputs == operator_id) & (slot < n), axis=1)[:, None]
+    answer_index = slot - n
+    result_place = answer_index - 1 if causal else answer_index
+    significance = jnp.where(
+        slot < operator_at,
+        slot,
+        jnp.where(slot < n, slot - operator_at - 1, jnp.where(batch.token_mask, result_place, -1)),
+    )
+    separator = (slot == operator_at) | (causal & (answer_index == 0))
+    significance = jnp.where(separator | ~batch.token_mask, -1, significance)
+    return DigitRoles(significance.astype(jnp.int32), separator & batch.token_mask)
+
+
 def _propagate_carries(columns: jax.Array, base: int = 2) -> jax.Array:
     """Little-endian digits of Σ_k columns[k]·base^k, for nonnegative integer columns:
     [B, W] -> [B, W]."""
@@ -135,6 +157,12 @@ class BinaryAddition(_BinaryOperation):
 
     def result_bits(self, a, b):
         return _propagate_carries(jnp.pad(a + b, ((0, 0), (0, 1))))
+
+    def why_no_digit_roles(self):
+        return None
+
+    def digit_roles(self, batch, causal):
+        return two_operand_roles(batch, OPERATOR + NUM_SPECIAL, causal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +238,7 @@ def _subtract(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 DIGIT_ORDERS = ("msd", "lsd")
+PLUS = 10  # the + between decimal operands, after the ten digits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +259,18 @@ class Addition(TerminatedTask):
     def num_outputs(self) -> int:
         return 11  # ten digits and the terminator
 
+    def why_no_digit_roles(self):
+        if self.digit_order == "lsd":
+            return None
+        return (
+            "with task.digit_order=msd a sum's first digit has a place that depends on the "
+            "sum's length, which a decoder does not know before writing it (Abacus and "
+            "position coupling reverse the numbers for this reason); use task.digit_order=lsd"
+        )
+
+    def digit_roles(self, batch, causal):
+        return two_operand_roles(batch, PLUS + NUM_SPECIAL, causal)
+
     def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]
         split_key, a_key, b_key = jax.random.split(key, 3)
@@ -244,5 +285,5 @@ class Addition(TerminatedTask):
             a, b, total = (
                 reversed_prefix(x, n) for x, n in ((a, first_len), (b, second_len), (total, digits))
             )
-        content = _expression(a, b, first_len, operator=10)
+        content = _expression(a, b, first_len, operator=PLUS)
         return content, self.terminated(total, digits, self.answer_len(padded_len))

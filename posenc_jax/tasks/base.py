@@ -44,6 +44,24 @@ class Batch(NamedTuple):
     lengths: jax.Array  # int32 input length n of each example
 
 
+class DigitRoles(NamedTuple):
+    """What each slot of a batch is in a task made of numbers, for encodings whose positions
+    follow the task's structure (Abacus, position coupling). [batch, T] each:
+
+    - significance: int32 place value of the slot's digit in its number (0 = units), −1 for
+      slots that are no digit;
+    - separator: bool, the slots between numbers (the operator, the decoder's answer marker).
+
+    Answer slots take their role from the slot, never from the answer's tokens, so greedy
+    decoding sees nothing of an answer it has not written: in a decoder the slot holding
+    y_j (j >= 1) is the result's digit of place j − 1; in an encoder answer slot j stands for
+    the digit it predicts, of place j. Slots after the result's end continue the count and
+    are not scored."""
+
+    significance: jax.Array
+    separator: jax.Array
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskSpec(Spec, abc.ABC):
     """A task's parameters and its jittable sampler."""
@@ -104,6 +122,15 @@ class TaskSpec(Spec, abc.ABC):
         """Which answer slots count in the loss and the metrics, [B, M] bool; None = all of
         them. Tasks whose answer ends with a terminator leave the padding after it unscored."""
         return None
+
+    def why_no_digit_roles(self) -> str | None:
+        """Why this task gives no `DigitRoles` (None when `digit_roles` gives them)."""
+        return f"task {self.name!r} is not made of numbers, so it has no digits to place"
+
+    def digit_roles(self, batch: Batch, causal: bool) -> DigitRoles:
+        """The role of every slot of `batch` (see `DigitRoles`); only for tasks whose
+        `why_no_digit_roles` is None."""
+        raise NotImplementedError(self.why_no_digit_roles())
 
     def sample(self, key: jax.Array, lengths: jax.Array, padded_len: int, causal: bool) -> Batch:
         """A batch of examples with the given input lengths, padded to `padded_len` (static)."""
