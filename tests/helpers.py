@@ -16,8 +16,8 @@ from posenc_jax.cli import compose_settings, config_dir
 from posenc_jax.config import Settings
 from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.encodings import PositionalEncoding
-from posenc_jax.tasks import REGISTRY as TASKS
 from posenc_jax.inspection import build_encoding
+from posenc_jax.tasks import REGISTRY as TASKS
 
 # Small, fast settings for tests: a short training run and a short evaluation range.
 FAST = [

@@ -14,9 +14,10 @@ import jax
 import pytest
 
 from posenc_jax import encodings, tasks
+from posenc_jax.errors import ConfigError
 from posenc_jax.train import abstract_init_state, make_train_chunk, train
 
-from helpers import make_settings
+from helpers import make_settings, modes, task_for
 
 # The smallest run that still takes real optimizer steps. One layer halves the compile time; every
 # encoding's per-layer indexing is checked with two layers by the shift-invariance, permutation
@@ -36,13 +37,22 @@ PAIRS = [
     (_ENCODINGS[i % len(_ENCODINGS)], _TASKS[i % len(_TASKS)])
     for i in range(max(len(_ENCODINGS), len(_TASKS)))
 ]
-# One compiled run per encoding, alternating encoder and decoder.
-RUNS = [(encoding, task, i % 2 == 1) for i, (encoding, task) in enumerate(PAIRS[: len(_ENCODINGS)])]
+# One compiled run per encoding, alternating encoder and decoder where the encoding has both,
+# on a task it accepts.
+RUNS = [
+    (encoding, task_for(encoding, task), i % 2 == 1 or modes(encoding) == [True])
+    for i, (encoding, task) in enumerate(PAIRS[: len(_ENCODINGS)])
+]
 
 
 def test_pairs_and_runs_cover_every_encoding_and_task_and_both_modes():
     assert {e for e, _ in PAIRS} == set(_ENCODINGS) and {t for _, t in PAIRS} == set(_TASKS)
     assert {e for e, _, _ in RUNS} == set(_ENCODINGS) and {c for *_, c in RUNS} == {False, True}
+
+
+def _tiny(encoding: str) -> list[str]:
+    """TINY, with a one-layer pattern for the hybrid (its default has the default's 2 layers)."""
+    return TINY + (["encoding.layers=[alibi]"] if encoding == "hybrid" else [])
 
 
 def _types(tree):
@@ -54,10 +64,17 @@ def _types(tree):
 def test_every_encoding_and_task_traces_a_training_step_in_both_modes(encoding, task, causal):
     """The step builds, and gives back the state with the same shapes and dtypes: a parameter
     created weakly typed (e.g. jnp.full of a Python float) would come back from the optimizer
-    strongly typed, and the changed input types would compile the step a second time."""
-    settings = make_settings(
-        f"encoding={encoding}", f"task={task}", f"model.causal={causal}", *TINY
-    )
+    strongly typed, and the changed input types would compile the step a second time. A pair
+    the encoding cannot take (a decoder-only encoding in an encoder, digit roles on a task
+    without numbers) is refused instead, and the encoding traces on a task it accepts."""
+    overrides = [f"encoding={encoding}", f"task={task}", f"model.causal={causal}", *_tiny(encoding)]
+    if causal not in modes(encoding) or task_for(encoding, task) != task:
+        with pytest.raises(ConfigError, match=rf"encoding={encoding} "):
+            make_settings(*overrides)
+        if causal not in modes(encoding):
+            return
+        overrides[1] = f"task={task_for(encoding, task)}"
+    settings = make_settings(*overrides)
     graphdef, state, optimizer = abstract_init_state(settings)
     after, counts = jax.eval_shape(make_train_chunk(settings, graphdef, optimizer, 1), state)
     assert _types(after) == _types(state)
@@ -67,7 +84,7 @@ def test_every_encoding_and_task_traces_a_training_step_in_both_modes(encoding, 
 @pytest.mark.parametrize("encoding, task, causal", RUNS)
 def test_every_encoding_trains_with_a_finite_loss(encoding, task, causal):
     settings = make_settings(
-        f"encoding={encoding}", f"task={task}", f"model.causal={causal}", *TINY
+        f"encoding={encoding}", f"task={task}", f"model.causal={causal}", *_tiny(encoding)
     )
     summary = train(settings, lambda *_: None).summary
     assert summary["status"] == "completed" and summary["steps"] == 2
