@@ -5,8 +5,9 @@
 
 A Block is attention + MLP, each with a residual, in pre-LN (x + f(LN(x))) or post-LN (LN(x + f(x)))
 form. The model calls the encoding's hooks unconditionally (see `encodings/base.py`): `embed` once
-at the input, and `rotate_qk`, `attention_logits`, `logit_bias`, `attention_output` in every
-attention layer, which tells the encoding its index. Nothing branches on the encoding's name.
+at the input, and `slot_features`, `rotate_qk`, `attention_logits`, `logit_bias`, `normalise`
+and `attention_output` in every attention layer, which tells the encoding its index. Nothing
+branches on the encoding's name.
 `causal=True` adds a lower-triangular mask (decoder); otherwise attention is bidirectional
 (encoder). Padding keys are masked out in both modes.
 
