@@ -237,14 +237,15 @@ class Settings:
                 f"unset (null) for 4 × task.train_max_len = {4 * self.task.train_max_len}."
             )
         # Training must fit the encoding; evaluation lengths past it are reported, not fatal.
-        train_positions = self.task.sequence_len(self.task.train_max_len)
+        train_positions = self.positions_needed(self.task.train_max_len, training=True)
         if not self.encoding.represents(train_positions):
             raise ConfigError(
                 f"task.train_max_len={self.task.train_max_len} needs {train_positions} positions "
-                f"(input plus answer slots), but encoding {self.encoding.name!r} represents only "
-                f"{self.encoding.num_positions}. Raise the encoding's limit (encoding.table_size "
-                f"for a learned table, encoding.max_position for randomized positions) or "
-                f"shorten training."
+                f"(0 .. {train_positions - 1}: the input and answer slots, or for abacus and "
+                f"coupled the largest digit id, with abacus's encoding.max_offset), but encoding "
+                f"{self.encoding.name!r} represents only {self.encoding.num_positions}. Raise the "
+                f"encoding's limit (encoding.table_size for a learned or Abacus table, "
+                f"encoding.max_position for randomized positions or coupling) or shorten training."
             )
 
     def _validate_digit_roles(self) -> None:
@@ -278,6 +279,15 @@ class Settings:
             f"{smallest}, or leave it unset (null) for one pass per bucket."
         )
 
+    def positions_needed(self, n: int, training: bool = False) -> int:
+        """Positions (0 .. that − 1) an example of input length n may use, in training or in
+        evaluation (`EncodingSpec.positions_needed`)."""
+        return self.encoding.positions_needed(self.task, n, self.model.causal, training)
+
+    def represents_length(self, n: int) -> bool:
+        """Whether the encoding can represent every position of an evaluated input length n."""
+        return self.encoding.represents(self.positions_needed(n))
+
     def _validate_attention_len(self, length: int) -> None:
         """eval.attention_len must be an evaluated length that the encoding represents."""
         if not self.eval_min_len <= length <= self.eval_max_len:
@@ -286,9 +296,9 @@ class Settings:
                 f"one from eval.min_len={self.eval_min_len} to eval.max_len={self.eval_max_len}, "
                 f"or null for the longest."
             )
-        if not self.encoding.represents(self.task.sequence_len(length)):
+        if not self.represents_length(length):
             raise ConfigError(
-                f"eval.attention_len={length} needs {self.task.sequence_len(length)} positions, "
+                f"eval.attention_len={length} needs {self.positions_needed(length)} positions, "
                 f"more than encoding {self.encoding.name!r} represents "
                 f"({self.encoding.num_positions}); choose a shorter length, or null for the "
                 f"longest it represents."

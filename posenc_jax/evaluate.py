@@ -186,7 +186,7 @@ def attention_maps(
 def representable_lengths(settings: Settings) -> list[int]:
     """The evaluation lengths whose positions the encoding can represent: the ones that run."""
     lengths = range(settings.eval_min_len, settings.eval_max_len + 1)
-    return [n for n in lengths if settings.encoding.represents(settings.task.sequence_len(n))]
+    return [n for n in lengths if settings.represents_length(n)]
 
 
 def length_work(settings: Settings) -> dict[int, int]:

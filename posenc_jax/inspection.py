@@ -234,7 +234,9 @@ def _rotary_pictures(
     lines = [
         f"scaling rules extending trained_len={trained_len} to length={length} (s = {scale:g}):"
     ]
-    for rule in SCALINGS:
+    # p-RoPE defines no context extension (training refuses it): only its own frequencies.
+    rules = ("none",) if spec.fraction < 1 and spec.partial == "p_rope" else SCALINGS
+    for rule in rules:
         # dynamic_ntk at its default factor 1 reaches s exactly at `length`, like ntk.
         factor = 1.0 if rule in ("none", "dynamic_ntk") else scale
         variant = dataclasses.replace(
@@ -266,9 +268,10 @@ def _rotary_pictures(
 
 
 def _frequencies_over(spec: Rope, head_dim: int, length: int) -> np.ndarray:
-    """θ' [head_dim/2] for one sequence of `length` positions (dynamic_ntk depends on it)."""
+    """θ' of the rotated pairs [rotary_dim/2] for one sequence of `length` positions
+    (dynamic_ntk depends on it)."""
     frequencies = spec.frequencies(head_dim, jnp.arange(length)[None])
-    return np.asarray(frequencies, np.float64).reshape(-1, head_dim // 2)[0]
+    return np.asarray(frequencies, np.float64).reshape(-1, spec.rotary_dim(head_dim) // 2)[0]
 
 
 def _similarity_figure(similarity: np.ndarray, title: str):

@@ -34,7 +34,7 @@ def build_spec(kind: str, registry: Mapping[str, type[SpecT]], raw: Mapping[str,
     """Instantiate `registry[raw["name"]]` with the remaining keys as its parameters."""
     params = dict(raw)
     name = params.pop("name", None)
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         raise ConfigError(
             f"Unknown {kind} {name!r}; valid choices are {sorted(registry)} "
             f"(choose one with `{kind}=<name>`)."

@@ -41,6 +41,7 @@ import numpy as np
 
 from posenc_jax import metrics
 from posenc_jax.config import with_added_settings
+from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.errors import ConfigError
 from posenc_jax.outputs import CONFIG_FILE, RESULTS_FILE, flatten
 from posenc_jax.report import plt
@@ -241,6 +242,13 @@ def _settings(results: Mapping[str, Any]) -> dict[str, Any]:
     before eval.decoding existed was scored teacher-forced, one after it greedily; results from
     before eval.scoring existed were teacher-forced or an encoder's) and its lengths."""
     settings = with_added_settings(flatten(results["config"]))  # as older runs had them
+    # An encoding parameter added since the run (RoPE's fraction) at the default it ran with
+    # (not a hybrid's layers: their entries are the run's own).
+    name = settings.get("encoding.name")
+    if name in ENCODINGS:
+        defaults = flatten({"encoding": ENCODINGS[name]().to_dict()})
+        added = {k: v for k, v in defaults.items() if not k.startswith("encoding.layers.")}
+        settings = {**added, **settings}
     scoring = results["eval"].get("scoring")
     if scoring is None:
         scoring = "teacher_forced" if settings.get("model.causal") is True else "encoder"

@@ -65,9 +65,11 @@ def test_per_layer_parameters_are_counted_by_their_users():
         (["encoding.layers=[rope,hybrid]"], r"entry 1 is a hybrid; hybrids do not nest"),
         (["encoding.layers=[rope,ropee]"], r"entry 1: Unknown encoding 'ropee'; valid choices"),
         (["encoding.layers=[rope,5]"], r"entry 1 \(5\) is neither an encoding's name"),
+        (["encoding.layers=[rope,{base:5}]"], r"entry 1 \(\{'base': 5\}\) has no `name`"),
+        (["encoding.layers=[{name:[rope]},nope]"], r"entry 0: Unknown encoding \['rope'\]"),
         (["encoding.layers=rope"], r"must be a non-empty list"),
         (["encoding.layers=[]"], r"must be a non-empty list"),
-        (["+encoding.randomized=true"], r"randomized=true does not apply to encoding=hybrid"),
+        (["encoding.randomized=true"], r"randomized=true does not apply to encoding=hybrid"),
         (
             ["encoding.layers=[{name:rope,randomized:true},nope]"],
             r"entry 0 \('rope'\) sets randomized=true",

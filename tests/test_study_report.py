@@ -57,7 +57,8 @@ def test_a_two_by_two_study_sweep_becomes_one_row_per_encoding_with_its_seeds(tm
     ] * 2
     assert [folder.name.split(",task.")[0][-6:] for folder in folders] == ["seed=0", "seed=1"] * 2
     config = compose_config(["+experiment=encodings_reverse"], hydra=True)
-    assert dict(config.hydra.sweeper.params) == {"encoding": "glob(*)"}
+    classic = "glob(*,exclude=[fox,stick_breaking,path,abacus,coupled,hybrid])"
+    assert dict(config.hydra.sweeper.params) == {"encoding": classic}
     assert config.train.num_seeds == 3
     assert config.hydra.sweep.dir == "multirun/encodings_reverse"
     runs, skipped = read_runs(sweep)
@@ -246,6 +247,19 @@ def test_runs_from_before_a_setting_existed_pool_with_runs_that_have_it(tmp_path
     ]
 
 
+def test_rope_runs_from_before_partial_rotation_pool_with_runs_that_have_it(tmp_path):
+    """encoding.fraction and encoding.partial came later: a RoPE run without them ran with
+    their defaults (1.0, neox), so it pools with a new run of another seed."""
+    _fake_run(tmp_path, "old")
+    run_dir = _fake_run(tmp_path, "new", seed=1)
+    results = json.loads((run_dir / "results.json").read_text())
+    results["config"]["encoding"].update(fraction=1.0, partial="neox")
+    (run_dir / "results.json").write_text(json.dumps(results))
+    runs, _ = read_runs(tmp_path)
+    (row,) = group_runs(runs)
+    assert len(row.runs) == 2 and row.settings == ()
+
+
 @pytest.mark.parametrize(
     "first, second",
     [
@@ -285,7 +299,7 @@ def test_an_unwritable_output_and_an_odd_task_name_are_handled(tmp_path, capsys)
 def test_a_study_run_without_multirun_is_refused(tmp_path, capsys):
     argv = ["+experiment=encodings_reverse", *FAST, f"hydra.run.dir={tmp_path}"]
     status, _, err = run_in_process(main, argv, capsys)
-    assert status == 2 and "defines a sweep (encoding=glob(*))" in err
+    assert status == 2 and "defines a sweep (encoding=glob(*,exclude=[fox," in err
     assert not (tmp_path / "results.json").exists()
 
 

@@ -159,14 +159,33 @@ def test_tasks_without_digit_roles_are_refused(encoding):
         make_settings(f"encoding={encoding}", "task=addition")
 
 
-def test_lengths_past_the_table_are_not_representable():
-    settings = make_settings("encoding=coupled", "task=binary_addition", "encoding.max_position=40")
-    assert settings.encoding.represents(40) and not settings.encoding.represents(41)
-    with pytest.raises(ConfigError, match=r"task.train_max_len=30 needs 61 positions"):
+@pytest.mark.parametrize(
+    "overrides, longest",
+    [
+        (("encoding=coupled", "encoding.max_position=40"), 38),
+        (("encoding=coupled", "encoding.max_position=40", "model.causal=true"), 39),
+        (("encoding=abacus", "encoding.table_size=18", "encoding.max_offset=5"), 16),
+    ],
+)
+def test_representable_lengths_are_exactly_those_whose_ids_fit(overrides, longest):
+    """The bound is the largest id, not the number of slots: the longest representable length
+    reaches the table's last row, and the next one would pass it."""
+    settings = make_settings("task=binary_addition", *overrides, "eval.max_len=48")
+    assert settings.represents_length(longest) and not settings.represents_length(longest + 1)
+    batch = eval_batch(settings, jnp.int32(longest), longest)
+    positions = position_scheme(settings, jax.random.key(0), batch, training=False).positions
+    assert int(positions.max()) == settings.encoding.num_positions - 1
+
+
+def test_a_training_length_whose_ids_do_not_fit_is_refused():
+    with pytest.raises(
+        ConfigError, match=r"task.train_max_len=12 needs 20 positions .* represents only 18"
+    ):
         make_settings(
-            "encoding=coupled",
+            "encoding=abacus",
             "task=binary_addition",
-            "encoding.max_position=40",
-            "task.train_max_len=30",
-            "eval.max_len=30",
+            "encoding.table_size=18",
+            "encoding.max_offset=6",
+            "task.train_max_len=12",
+            "eval.max_len=12",
         )

@@ -50,14 +50,21 @@ class Abacus(EncodingSpec):
 
     @property
     def num_positions(self) -> int:
-        """Sequences of up to table_size − max_offset slots: a digit's place is below the
-        sequence's length, and training adds up to max_offset."""
-        return self.table_size - self.max_offset
+        return self.table_size
+
+    def positions_needed(self, task, n, causal, training):
+        """The largest id + 1: place + 1, plus max_offset in training."""
+        return task.largest_place(n, causal) + 2 + (self.max_offset if training else 0)
 
     def validate(self, model) -> None:
         super().validate(model)
         require_at_least("encoding.max_offset", self.max_offset, 0)
-        require_at_least("encoding.table_size", self.table_size, self.max_offset + 2)
+        if self.table_size < self.max_offset + 2:
+            raise ConfigError(
+                f"encoding.table_size={self.table_size} must be at least encoding.max_offset + 2 "
+                f"= {self.max_offset + 2}: a one-digit number's id reaches 1 + max_offset in "
+                f"training, and row 0 is every other token's."
+            )
         if self.randomized:
             raise ConfigError(
                 "encoding.randomized=true does not apply to encoding 'abacus': its positions "

@@ -44,7 +44,7 @@ from flax import nnx
 from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import Spec
-from posenc_jax.tasks.base import DigitRoles
+from posenc_jax.tasks.base import DigitRoles, TaskSpec
 
 # Positions become float32 angles and biases: past 2^24 it no longer holds every integer.
 MAX_POSITION = 2**24
@@ -223,6 +223,12 @@ class EncodingSpec(Spec, abc.ABC):
     def represents(self, num_positions: int) -> bool:
         """Whether positions 0 .. num_positions-1 all exist for this encoding."""
         return self.num_positions is None or num_positions <= self.num_positions
+
+    def positions_needed(self, task: TaskSpec, n: int, causal: bool, training: bool) -> int:
+        """How many positions (0 .. that − 1) an example of input length n of `task` may use:
+        its slots, or for encodings that place positions by digit roles, the largest id + 1
+        (with training's random offsets when `training`)."""
+        return task.sequence_len(n)
 
     def positions_from_roles(self, roles: DigitRoles, key: jax.Array, training: bool) -> jax.Array:
         """Position ids [batch, T] int32 from the task's digit roles, with this batch's random

@@ -56,9 +56,12 @@ class Coupled(EncodingSpec):
 
     @property
     def num_positions(self) -> int:
-        """Sequences of up to max_position slots: at s = 1 the largest id is below the
-        sequence's length (a place value is below the number of answer slots)."""
-        return self.max_position
+        return self.max_position + 1  # ids 0 .. max_position
+
+    def positions_needed(self, task, n, causal, training):
+        """The largest id + 1 at s = 1: place + 3. Training's random start keeps every id
+        within max_position once that holds."""
+        return task.largest_place(n, causal) + 3
 
     def validate(self, model) -> None:
         super().validate(model)

@@ -55,6 +55,10 @@ def layer_specs(setting: str, value: Any) -> tuple[EncodingSpec, ...]:
                 f"{setting}: entry {index} ({entry!r}) is neither an encoding's name nor a "
                 f"mapping with a `name`."
             )
+        if "name" not in raw:
+            raise ConfigError(
+                f"{setting}: entry {index} ({entry!r}) has no `name`; write {{name: rope, ...}}."
+            )
         if raw.get("name") == "hybrid":
             raise ConfigError(f"{setting}: entry {index} is a hybrid; hybrids do not nest.")
         try:

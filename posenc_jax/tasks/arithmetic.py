@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +90,25 @@ def _expression(
     )
 
 
+class TwoOperandDigits(TaskSpec):
+    """`a op b -> result` with every number least significant digit first: the digit roles
+    (`DigitRoles`) that Abacus and position coupling place positions by. `operator` is the
+    content token between the operands."""
+
+    operator: ClassVar[int]
+
+    def why_no_digit_roles(self) -> str | None:
+        return None
+
+    def digit_roles(self, batch, causal):
+        return two_operand_roles(batch, self.operator + NUM_SPECIAL, causal)
+
+    def largest_place(self, n: int, causal: bool) -> int:
+        # An operand has at most n − 2 digits; answer slot j stands for place j (encoder) or
+        # holds place j − 1 (decoder), over answer_len(n) slots.
+        return max(n - 3, self.answer_len(n) - (2 if causal else 1))
+
+
 def two_operand_roles(batch: Batch, operator_id: int, causal: bool) -> DigitRoles:
     """`DigitRoles` of `a op b -> result` with every number least significant digit first:
     the first operand's slot s has place s, the second's counts from the slot after the
@@ -149,20 +169,15 @@ class _BinaryOperation(TerminatedTask):
 
 
 @dataclasses.dataclass(frozen=True)
-class BinaryAddition(_BinaryOperation):
+class BinaryAddition(_BinaryOperation, TwoOperandDigits):
     name = "binary_addition"
+    operator = OPERATOR
 
     def answer_len(self, n):
         return n + 1
 
     def result_bits(self, a, b):
         return _propagate_carries(jnp.pad(a + b, ((0, 0), (0, 1))))
-
-    def why_no_digit_roles(self):
-        return None
-
-    def digit_roles(self, batch, causal):
-        return two_operand_roles(batch, OPERATOR + NUM_SPECIAL, causal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,13 +257,14 @@ PLUS = 10  # the + between decimal operands, after the ten digits
 
 
 @dataclasses.dataclass(frozen=True)
-class Addition(TerminatedTask):
+class Addition(TerminatedTask, TwoOperandDigits):
     """Decimal a + b; the first operand has a length uniform on [1, n − 2], the second the rest,
     every digit uniform (leading zeros allowed). The answer is the sum without leading zeros in
     the operands' digit order, then a terminator (at most n − 1 digits and the terminator fill
     the n answer slots; any slots after the terminator are padding)."""
 
     name = "addition"
+    operator = PLUS
     min_input_len = 3
     vocab_size = 11  # ten digits, then +
     terminator = 10
@@ -267,9 +283,6 @@ class Addition(TerminatedTask):
             "sum's length, which a decoder does not know before writing it (Abacus and "
             "position coupling reverse the numbers for this reason); use task.digit_order=lsd"
         )
-
-    def digit_roles(self, batch, causal):
-        return two_operand_roles(batch, PLUS + NUM_SPECIAL, causal)
 
     def generate(self, key, lengths, padded_len):
         batch = lengths.shape[0]

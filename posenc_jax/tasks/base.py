@@ -132,6 +132,11 @@ class TaskSpec(Spec, abc.ABC):
         `why_no_digit_roles` is None."""
         raise NotImplementedError(self.why_no_digit_roles())
 
+    def largest_place(self, n: int, causal: bool) -> int:
+        """The largest place value any slot of an example of input length n has in its
+        `DigitRoles`; only for tasks that give them."""
+        raise NotImplementedError(self.why_no_digit_roles())
+
     def sample(self, key: jax.Array, lengths: jax.Array, padded_len: int, causal: bool) -> Batch:
         """A batch of examples with the given input lengths, padded to `padded_len` (static)."""
         content, answers = self.generate(key, lengths, padded_len)
