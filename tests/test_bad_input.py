@@ -14,7 +14,7 @@ from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.errors import ConfigError
 from posenc_jax.train import batch_counts, init_state, training_batches
 
-from helpers import make_settings, modes, run_in_process, task_for
+from helpers import compose_config, make_settings, modes, run_in_process, task_for
 
 # (overrides, exit status, what the message must say). Hydra itself refuses an unknown group
 # choice (status 1, with its list of choices); every other case is ours (status 2).
@@ -164,8 +164,9 @@ def _numeric_parameters():
     """(encoding, field) for every number an encoding's YAML can set."""
     for name, spec in sorted(ENCODINGS.items()):
         defaults = make_settings(*_fitting(name)).encoding
+        in_yaml = set(compose_config([f"encoding={name}"]).encoding)
         for field in dataclasses.fields(spec):
-            if type(getattr(defaults, field.name)) in (int, float):
+            if field.name in in_yaml and type(getattr(defaults, field.name)) in (int, float):
                 yield name, field.name
 
 

@@ -200,7 +200,7 @@ def _padded_like(settings, buckets, data_key, step):
         length_key, sample_key = jax.random.split(key)
         lengths = task.sample_lengths(length_key, bucket.examples, bucket.min_len, bucket.max_len)
         batch = task.sample(sample_key, lengths, task.train_max_len, settings.model.causal)
-        batch = position_scheme(settings.encoding, key, batch)
+        batch = position_scheme(settings, key, batch, training=True)
         width = short.inputs.shape[1]
         for name in ("inputs", "positions", "token_mask", "targets", "target_mask"):
             kept, cut = getattr(batch, name)[:, :width], getattr(batch, name)[:, width:]
