@@ -115,7 +115,6 @@ def _train(cfg: DictConfig) -> float | None:
             in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
             if in_sweep and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
-            _remove_folders_hydra_made()
             raise
 
     def train_into(run_dir: Path):
@@ -321,7 +320,8 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run_command(command: str, start):
-    """start() with the compilation cache on; a ConfigError ends the command with its paragraph."""
+    """start() with the compilation cache on; a ConfigError removes the folders Hydra made for
+    the command and ends it with its paragraph."""
     # JAX logs a backend warning on CPU-only machines, and orbax (through absl) every step of a
     # checkpoint save at INFO, which Hydra's logging shows: noise for this tool's users.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
@@ -330,6 +330,7 @@ def _run_command(command: str, start):
         enable_persistent_cache()
         return start()
     except ConfigError as error:
+        _remove_folders_hydra_made()
         _refuse(command, error)
 
 

@@ -189,11 +189,11 @@ def inspect_encoding(
     require_at_least("length", length, 2)
     require_at_least("trained_len", trained_len, 1)
     require_seed("seed", seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(spec, Rope):
         spec = spec.with_trained_length(trained_len)
     spec.validate(model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the encoding is valid here
     similarity = position_similarity(spec, model, length, seed)
     absolute = spec.family == "absolute"
     kind = "position-vector dot products" if absolute else "attention logits at fixed content"

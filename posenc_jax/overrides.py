@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import Override, OverrideType, ValueType
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
@@ -45,12 +45,16 @@ def check_overrides(config_dir: str, config_name: str, argv: Sequence[str]) -> l
     for override in overrides:
         _check_run_folder(override)
         _check_group_choice(Path(config_dir), override)
-    # The config as the group choices and Hydra's own settings make it: the sections' keys,
-    # and the run folder (named from the groups and hydra.*). The other overrides stay out,
-    # since an unknown key among them would fail the composition itself.
+    # The config as the group choices, Hydra's own settings and the top-level keys make it:
+    # the sections' keys, and the run folder (named from the groups and hydra.*, or from a
+    # top-level key such as posenc-inspect's out_dir). Section keys stay out, since an unknown
+    # one would fail the composition itself (an unknown top-level key is Hydra's to report).
     groups = [o for o in overrides if _is_group_choice(Path(config_dir), o)]
     hydra_settings = [o for o in overrides if o.key_or_group.startswith("hydra.")]
-    chosen = [str(o.input_line) for o in groups + hydra_settings if not o.is_sweep_override()]
+    top_level = [o for o in overrides if "." not in o.key_or_group and o not in groups]
+    chosen = [
+        str(o.input_line) for o in groups + hydra_settings + top_level if not o.is_sweep_override()
+    ]
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
             config = compose(config_name=config_name, overrides=chosen, return_hydra_config=True)
@@ -70,6 +74,8 @@ def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
 
 
 def _values(override: Override) -> list:
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return list(override.value().include)  # name patterns, which Hydra expands
     if override.is_sweep_override():
         return list(override.sweep_iterator())
     return [override.value()]

@@ -233,3 +233,13 @@ def test_a_refused_sweep_leaves_no_sweep_folder(tmp_path, capsys):
     code, _, err = run_in_process(main, argv, capsys)
     assert code == 2 and "train.steps=0 must be positive" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_glob_sweep_of_encodings_is_not_mistaken_for_a_bad_choice(tmp_path):
+    """encoding='glob(...)' is Hydra's sweep over the group's files: the override checks let it
+    through (it once raised Hydra's 'ConfigLoader is not set' with a traceback)."""
+    from posenc_jax.cli import config_dir
+    from posenc_jax.overrides import check_overrides
+
+    argv = ["-m", "encoding=glob(*,exclude=[fox])", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    assert check_overrides(config_dir(), "train", argv) == [tmp_path / "sweep"]

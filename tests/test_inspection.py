@@ -103,3 +103,12 @@ def test_cli_names_only_the_pictures_it_wrote(tmp_path, capsys):
 def test_cli_bad_option_types_are_one_paragraph(tmp_path, capsys, override):
     status, _, err = run_in_process(inspect_main, [override, f"out_dir={tmp_path}"], capsys)
     assert status == 2 and "has the wrong type" in err and "Traceback" not in err
+
+
+def test_a_refused_inspection_leaves_no_folder(tmp_path, capsys):
+    """Hydra makes out_dir before posenc-inspect can refuse (FoX needs a decoder): the refusal
+    removes exactly the folders Hydra made."""
+    argv = ["encoding=fox", f"out_dir={tmp_path / 'new' / 'fox'}"]
+    code, _, err = run_in_process(inspect_main, argv, capsys)
+    assert code == 2 and "encoding=fox is defined for decoders only" in err
+    assert list(tmp_path.iterdir()) == []

@@ -280,7 +280,7 @@ class Addition(TerminatedTask, TwoOperandDigits):
             return None
         return (
             "with task.digit_order=msd a sum's first digit has a place that depends on the "
-            "sum's length, which a decoder does not know before writing it (Abacus and "
+            "sum's length, so its position would give away part of the answer (Abacus and "
             "position coupling reverse the numbers for this reason); use task.digit_order=lsd"
         )
 
