@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType, ValueType
+from hydra.core.override_parser.types import Glob, Override, OverrideType
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
@@ -74,8 +74,9 @@ def _overrides_in(argv: Sequence[str]) -> Iterator[Override]:
 
 
 def _values(override: Override) -> list:
-    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
-        return list(override.value().include)  # name patterns, which Hydra expands
+    value = override.value()
+    if isinstance(value, Glob):
+        return list(value.include)  # name patterns, which Hydra expands against the group
     if override.is_sweep_override():
         return list(override.sweep_iterator())
     return [override.value()]
