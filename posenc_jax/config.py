@@ -13,6 +13,7 @@ from typing import Any
 
 from posenc_jax.decoding import DECODINGS, DEFAULT_DECODING
 from posenc_jax.encodings import EncodingSpec, make_encoding
+from posenc_jax.encodings.base import DigitPositions
 from posenc_jax.errors import (
     ConfigError,
     require_finite_at_least,
@@ -31,6 +32,7 @@ from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import choice, construct
 from posenc_jax.tasks import REGISTRY as TASKS
 from posenc_jax.tasks import TaskSpec, make_task
+from posenc_jax.tasks.base import NumberTask
 
 # Warm-up steps by default: enough for Adam's second moments to settle on this model size.
 DEFAULT_WARMUP_STEPS = 200
@@ -251,11 +253,9 @@ class Settings:
     def _validate_digit_roles(self) -> None:
         """An encoding that places positions by digit roles needs a task that gives them."""
         missing = self.task.why_no_digit_roles()
-        if not self.encoding.uses_digit_roles or missing is None:
+        if not isinstance(self.encoding, DigitPositions) or missing is None:
             return
-        givers = [
-            name for name, cls in TASKS.items() if cls.digit_roles is not TaskSpec.digit_roles
-        ]
+        givers = [name for name, cls in TASKS.items() if issubclass(cls, NumberTask)]
         raise ConfigError(
             f"encoding={self.encoding.name} places positions by each digit's place in its "
             f"number, which the task must give, but {missing}. Tasks that give it: {givers}."

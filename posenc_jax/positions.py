@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from posenc_jax.config import Settings
-from posenc_jax.tasks.base import Batch
+from posenc_jax.encodings.base import DigitPositions
+from posenc_jax.tasks.base import Batch, NumberTask
 
 
 def sorted_subset(key: jax.Array, size: jax.Array, max_position: int, width: int) -> jax.Array:
@@ -62,14 +63,16 @@ def random_positions(
 def position_scheme(settings: Settings, key: jax.Array, batch: Batch, training: bool) -> Batch:
     """The batch with the positions the run's encoding is trained (`training`) and evaluated on:
     slot indices, randomized positions, or ids from the task's digit roles (Abacus, position
-    coupling; `EncodingSpec.positions_from_roles`).
+    coupling; `DigitPositions.positions_from_roles`).
 
     `key` is the batch's own key; the positions use fold_in(key, 1), so randomness in the
     positions leaves the examples themselves unchanged."""
     encoding = settings.encoding
     key = jax.random.fold_in(key, 1)
-    if encoding.uses_digit_roles:
-        roles = settings.task.digit_roles(batch, settings.model.causal)
+    if isinstance(encoding, DigitPositions):
+        task = settings.task
+        assert isinstance(task, NumberTask), "the settings refuse a task without digit roles"
+        roles = task.digit_roles(batch, settings.model.causal)
         positions = encoding.positions_from_roles(roles, key, training)
         return batch._replace(positions=jnp.where(batch.token_mask, positions, 0))
     if not encoding.randomized:

@@ -16,6 +16,7 @@ from posenc_jax.cli import compose_settings, config_dir
 from posenc_jax.config import Settings
 from posenc_jax.encodings import REGISTRY as ENCODINGS
 from posenc_jax.encodings import PositionalEncoding
+from posenc_jax.encodings.base import DigitPositions
 from posenc_jax.inspection import build_encoding
 from posenc_jax.tasks import REGISTRY as TASKS
 
@@ -87,7 +88,7 @@ def modes(encoding: str) -> list[bool]:
 def task_for(encoding: str, task: str) -> str:
     """`task`, or binary_addition where `task` gives no digit roles and the encoding needs
     them (Abacus, position coupling)."""
-    needs_roles = ENCODINGS[encoding].uses_digit_roles
+    needs_roles = issubclass(ENCODINGS[encoding], DigitPositions)
     return "binary_addition" if needs_roles and TASKS[task]().why_no_digit_roles() else task
 
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import DigitPositions, PositionalEncoding
 from posenc_jax.encodings.learned import LearnedEncoding
 from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.tasks.base import DigitRoles
@@ -41,10 +41,8 @@ def abacus_ids(roles: DigitRoles, offset: jax.Array | int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Abacus(EncodingSpec):
+class Abacus(DigitPositions):
     name = "abacus"
-    family = "absolute"
-    uses_digit_roles = True
     table_size: int = 512  # the official max_seq_length
     max_offset: int = 100  # the official max_abacus_len: k is uniform on 0 .. max_offset
 
@@ -52,9 +50,8 @@ class Abacus(EncodingSpec):
     def num_positions(self) -> int:
         return self.table_size
 
-    def positions_needed(self, task, n, causal, training):
-        """The largest id + 1: place + 1, plus max_offset in training."""
-        return task.largest_place(n, causal) + 2 + (self.max_offset if training else 0)
+    def largest_id(self, largest_place, training):
+        return largest_place + 1 + (self.max_offset if training else 0)
 
     def validate(self, model) -> None:
         super().validate(model)
@@ -64,11 +61,6 @@ class Abacus(EncodingSpec):
                 f"encoding.table_size={self.table_size} must be at least encoding.max_offset + 2 "
                 f"= {self.max_offset + 2}: a one-digit number's id reaches 1 + max_offset in "
                 f"training, and row 0 is every other token's."
-            )
-        if self.randomized:
-            raise ConfigError(
-                "encoding.randomized=true does not apply to encoding 'abacus': its positions "
-                "are the digits' places, with their own random offset (encoding.max_offset)."
             )
 
     def positions_from_roles(self, roles, key, training):

@@ -44,7 +44,7 @@ from flax import nnx
 from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.model_config import ModelConfig
 from posenc_jax.spec import Spec
-from posenc_jax.tasks.base import DigitRoles, TaskSpec
+from posenc_jax.tasks.base import DigitRoles, NumberTask, TaskSpec
 
 # Positions become float32 angles and biases: past 2^24 it no longer holds every integer.
 MAX_POSITION = 2**24
@@ -204,9 +204,6 @@ class EncodingSpec(Spec, abc.ABC):
     # Why the encoding exists only in a decoder, for those whose official code defines no
     # bidirectional form ("" = both modes); `validate` refuses an encoder with this reason.
     decoder_only_because: ClassVar[str] = ""
-    # Whether positions come from the task's digit roles (Abacus, position coupling) through
-    # `positions_from_roles`, instead of slot indices.
-    uses_digit_roles: ClassVar[bool] = False
     # Fields a trained run may be re-evaluated with (`posenc-eval`): no parameter depends on them.
     evaluation_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -225,15 +222,9 @@ class EncodingSpec(Spec, abc.ABC):
         return self.num_positions is None or num_positions <= self.num_positions
 
     def positions_needed(self, task: TaskSpec, n: int, causal: bool, training: bool) -> int:
-        """How many positions (0 .. that − 1) an example of input length n of `task` may use:
-        its slots, or for encodings that place positions by digit roles, the largest id + 1
-        (with training's random offsets when `training`)."""
+        """How many positions (0 .. that − 1) an example of input length n of `task` may use,
+        in training or in evaluation: its slots (`DigitPositions`: its largest id + 1)."""
         return task.sequence_len(n)
-
-    def positions_from_roles(self, roles: DigitRoles, key: jax.Array, training: bool) -> jax.Array:
-        """Position ids [batch, T] int32 from the task's digit roles, with this batch's random
-        draws from `key` (training) or the fixed evaluation rule; for `uses_digit_roles`."""
-        raise NotImplementedError(f"encoding {self.name!r} does not place positions by roles")
 
     def with_trained_length(self, trained_positions: int) -> EncodingSpec:
         """This spec with the parameters that default to the number of positions seen in
@@ -265,3 +256,32 @@ class EncodingSpec(Spec, abc.ABC):
     @abc.abstractmethod
     def build(self, model: ModelConfig, rngs: nnx.Rngs) -> PositionalEncoding:
         """Create the encoding's module (and its parameters, if any)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitPositions(EncodingSpec, abc.ABC):
+    """An encoding whose positions are ids made from a `NumberTask`'s digit roles (Abacus,
+    position coupling), with random offsets of its own in training; a learned row per id."""
+
+    family = "absolute"
+
+    @abc.abstractmethod
+    def positions_from_roles(self, roles: DigitRoles, key: jax.Array, training: bool) -> jax.Array:
+        """Position ids [batch, T] int32 from the digit roles, with this batch's random draws
+        from `key` (training) or the fixed evaluation rule."""
+
+    @abc.abstractmethod
+    def largest_id(self, largest_place: int, training: bool) -> int:
+        """The largest id an example whose largest place value is `largest_place` may get."""
+
+    def positions_needed(self, task: TaskSpec, n: int, causal: bool, training: bool) -> int:
+        assert isinstance(task, NumberTask), "the settings refuse a task without digit roles"
+        return self.largest_id(task.largest_place(n, causal), training) + 1
+
+    def validate(self, model: ModelConfig) -> None:
+        super().validate(model)
+        if self.randomized:
+            raise ConfigError(
+                f"encoding.randomized=true does not apply to encoding {self.name!r}: its "
+                f"positions are ids from the digits' places, with random offsets of their own."
+            )

@@ -31,9 +31,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
+from posenc_jax.encodings.base import DigitPositions, PositionalEncoding
 from posenc_jax.encodings.learned import LearnedEncoding
-from posenc_jax.errors import ConfigError
 from posenc_jax.tasks.base import DigitRoles
 
 INIT_STD = 1.0  # the official wpe init: normal(0, initializer_factor · 1.0)
@@ -48,28 +47,18 @@ def coupled_ids(roles: DigitRoles, start: jax.Array | int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Coupled(EncodingSpec):
+class Coupled(DigitPositions):
     name = "coupled"
-    family = "absolute"
-    uses_digit_roles = True
     max_position: int = 150  # the largest id (the official run script's maxpos)
 
     @property
     def num_positions(self) -> int:
         return self.max_position + 1  # ids 0 .. max_position
 
-    def positions_needed(self, task, n, causal, training):
-        """The largest id + 1 at s = 1: place + 3. Training's random start keeps every id
-        within max_position once that holds."""
-        return task.largest_place(n, causal) + 3
-
-    def validate(self, model) -> None:
-        super().validate(model)
-        if self.randomized:
-            raise ConfigError(
-                "encoding.randomized=true does not apply to encoding 'coupled': its positions "
-                "are shared by the digits of one place, with their own random start."
-            )
+    def largest_id(self, largest_place, training):
+        # At s = 1 in evaluation; training's random start keeps every id within max_position
+        # once this fits, since s <= max_position − 1 − the example's largest place.
+        return largest_place + 2
 
     def positions_from_roles(self, roles, key, training):
         if not training:

@@ -150,7 +150,7 @@ class Hybrid(EncodingSpec):
                 "positions of a single encoding instead."
             )
         for index, spec in enumerate(self.layers):
-            if spec.family == "absolute" or spec.uses_digit_roles:
+            if spec.family == "absolute":
                 raise ConfigError(
                     f"encoding.layers entry {index} is {spec.name!r}, an absolute encoding: it "
                     f"adds to the input once, before any layer, so it cannot be chosen per "

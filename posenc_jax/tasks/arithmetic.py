@@ -35,6 +35,7 @@ from posenc_jax.tasks.base import (
     NUM_SPECIAL,
     Batch,
     DigitRoles,
+    NumberTask,
     TaskSpec,
     TerminatedTask,
     gather_columns,
@@ -90,15 +91,12 @@ def _expression(
     )
 
 
-class TwoOperandDigits(TaskSpec):
+class TwoOperandDigits(NumberTask):
     """`a op b -> result` with every number least significant digit first: the digit roles
     (`DigitRoles`) that Abacus and position coupling place positions by. `operator` is the
     content token between the operands."""
 
     operator: ClassVar[int]
-
-    def why_no_digit_roles(self) -> str | None:
-        return None
 
     def digit_roles(self, batch, causal):
         return two_operand_roles(batch, self.operator + NUM_SPECIAL, causal)

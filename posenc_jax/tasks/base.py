@@ -124,18 +124,8 @@ class TaskSpec(Spec, abc.ABC):
         return None
 
     def why_no_digit_roles(self) -> str | None:
-        """Why this task gives no `DigitRoles` (None when `digit_roles` gives them)."""
+        """Why this task gives no `DigitRoles` (None for a `NumberTask` that gives them)."""
         return f"task {self.name!r} is not made of numbers, so it has no digits to place"
-
-    def digit_roles(self, batch: Batch, causal: bool) -> DigitRoles:
-        """The role of every slot of `batch` (see `DigitRoles`); only for tasks whose
-        `why_no_digit_roles` is None."""
-        raise NotImplementedError(self.why_no_digit_roles())
-
-    def largest_place(self, n: int, causal: bool) -> int:
-        """The largest place value any slot of an example of input length n has in its
-        `DigitRoles`; only for tasks that give them."""
-        raise NotImplementedError(self.why_no_digit_roles())
 
     def sample(self, key: jax.Array, lengths: jax.Array, padded_len: int, causal: bool) -> Batch:
         """A batch of examples with the given input lengths, padded to `padded_len` (static)."""
@@ -152,6 +142,24 @@ class TaskSpec(Spec, abc.ABC):
                 f"train_max_len for task {self.name!r}."
             )
         require_at_least("task.vocab_size", self.vocab_size, 2)
+
+
+class NumberTask(TaskSpec, abc.ABC):
+    """A task made of numbers, which says what every slot is in them (`DigitRoles`): what
+    Abacus and position coupling place positions by. A subclass may still refuse for some of
+    its parameters, through `why_no_digit_roles`."""
+
+    def why_no_digit_roles(self) -> str | None:
+        return None
+
+    @abc.abstractmethod
+    def digit_roles(self, batch: Batch, causal: bool) -> DigitRoles:
+        """The role of every slot of `batch` (see `DigitRoles`)."""
+
+    @abc.abstractmethod
+    def largest_place(self, n: int, causal: bool) -> int:
+        """The largest place value any slot of an example of input length n has in its
+        `DigitRoles`."""
 
 
 class ClassificationTask(TaskSpec, abc.ABC):
