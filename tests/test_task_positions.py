@@ -151,7 +151,7 @@ def test_abacus_offset_is_one_per_batch_and_coupling_start_one_per_example():
 def test_tasks_without_digit_roles_are_refused(encoding):
     with pytest.raises(
         ConfigError,
-        match=rf"encoding={encoding} places positions.*task 'reverse' is not made of numbers.*"
+        match=rf"encoding={encoding} places positions.*task 'reverse' does not say which slot.*"
         r"Tasks that give it: \['binary_addition', 'addition'\]",
     ):
         make_settings(f"encoding={encoding}", "task=reverse")
@@ -188,4 +188,13 @@ def test_a_training_length_whose_ids_do_not_fit_is_refused():
             "encoding.max_offset=6",
             "task.train_max_len=12",
             "eval.max_len=12",
+        )
+
+
+@pytest.mark.parametrize("encoding", ["abacus", "learned"])
+def test_a_table_past_two_to_the_24_rows_is_refused(encoding):
+    """It once ran out of memory with a traceback at 2^40 rows."""
+    with pytest.raises(ConfigError, match=r"encoding.table_size=1099511627776 must be between"):
+        make_settings(
+            f"encoding={encoding}", "task=binary_addition", "encoding.table_size=1099511627776"
         )

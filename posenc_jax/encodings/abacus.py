@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import DigitPositions, PositionalEncoding
+from posenc_jax.encodings.base import DigitPositions, PositionalEncoding, require_table_size
 from posenc_jax.encodings.learned import LearnedEncoding
 from posenc_jax.errors import ConfigError, require_at_least
 from posenc_jax.tasks.base import DigitRoles
@@ -56,6 +56,7 @@ class Abacus(DigitPositions):
     def validate(self, model) -> None:
         super().validate(model)
         require_at_least("encoding.max_offset", self.max_offset, 0)
+        require_table_size(self.table_size)
         if self.table_size < self.max_offset + 2:
             raise ConfigError(
                 f"encoding.table_size={self.table_size} must be at least encoding.max_offset + 2 "

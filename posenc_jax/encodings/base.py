@@ -50,6 +50,16 @@ from posenc_jax.tasks.base import DigitRoles, NumberTask, TaskSpec
 MAX_POSITION = 2**24
 
 
+def require_table_size(table_size: int) -> None:
+    """A learned position table's rows (learned, Abacus): ConfigError outside 1 .. 2^24, where
+    positions stop being exact and the table alone would need gigabytes."""
+    if not 1 <= table_size <= MAX_POSITION:
+        raise ConfigError(
+            f"encoding.table_size={table_size} must be between 1 and {MAX_POSITION} (2^24, the "
+            f"most positions this harness represents exactly)."
+        )
+
+
 def require_frequency_base(base: float) -> None:
     """The base b of sinusoid frequencies b^(-2i/d) (sinusoidal, RoPE, xPos, Transformer-XL):
     ConfigError unless 1 < b < inf. At b = 1 every pair turns at the same rate, below 1 the

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding
-from posenc_jax.errors import ConfigError, require_at_least, require_finite_at_least
+from posenc_jax.encodings.base import EncodingSpec, PositionalEncoding, require_table_size
+from posenc_jax.errors import ConfigError, require_finite_at_least
 
 
 class LearnedEncoding(PositionalEncoding):
@@ -43,7 +43,7 @@ class Learned(EncodingSpec):
 
     def validate(self, model) -> None:
         super().validate(model)
-        require_at_least("encoding.table_size", self.table_size, 1)
+        require_table_size(self.table_size)
         require_finite_at_least("encoding.init_std", self.init_std, 0.0)
         if self.randomized and self.table_size < self.max_position:
             raise ConfigError(

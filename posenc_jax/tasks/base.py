@@ -125,7 +125,7 @@ class TaskSpec(Spec, abc.ABC):
 
     def why_no_digit_roles(self) -> str | None:
         """Why this task gives no `DigitRoles` (None for a `NumberTask` that gives them)."""
-        return f"task {self.name!r} is not made of numbers, so it has no digits to place"
+        return f"task {self.name!r} does not say which slot is which digit of which number"
 
     def sample(self, key: jax.Array, lengths: jax.Array, padded_len: int, causal: bool) -> Batch:
         """A batch of examples with the given input lengths, padded to `padded_len` (static)."""
